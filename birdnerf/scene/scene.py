@@ -1,0 +1,131 @@
+"""The scene: photos, their cameras and poses, splits, and the world frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from birdnerf.errors import BirdnerfError
+from birdnerf.scene.camera import Camera
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Scene:
+    """A set of posed photos of one site.
+
+    Attributes:
+        root: dataset directory; every image path lies inside it.
+        image_paths: absolute path of each photo.
+        cameras: intrinsics of each photo (objects may be shared between photos).
+        c2w: (N, 4, 4) float64 camera-to-world matrices, OpenCV axes, in the scene's frame.
+        split: "train", "val" or "test" for each photo.
+        world_from_input: (4, 4) similarity mapping the reader's input frame to this frame
+            (identity until :func:`birdnerf.scene.frame.to_world_frame` is applied).
+        points: optional (M, 3) sparse points in this frame, with optional (M, 3) uint8 colours.
+        depth_paths: optional ground-truth z-depth files (metres, .npy) per photo.
+        ground_z: ground height in this frame, once known.
+        is_world_frame: True when the frame is z-up with the ground on x/y (bird view).
+        geo: optional geographic reference (e.g. {"lat": .., "lon": .., "alt": ..}).
+        source: which reader produced the scene.
+    """
+
+    root: Path
+    image_paths: list[Path]
+    cameras: list[Camera]
+    c2w: np.ndarray
+    split: list[str]
+    world_from_input: np.ndarray = field(default_factory=lambda: np.eye(4))
+    points: np.ndarray | None = None
+    point_colors: np.ndarray | None = None
+    depth_paths: list[Path] | None = None
+    ground_z: float | None = None
+    is_world_frame: bool = False
+    geo: dict | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.c2w = np.asarray(self.c2w, dtype=np.float64)
+        n = len(self.image_paths)
+        if self.c2w.shape != (n, 4, 4):
+            raise ValueError(f"c2w must be ({n}, 4, 4), got {self.c2w.shape}")
+        if len(self.cameras) != n or len(self.split) != n:
+            raise ValueError("image_paths, cameras and split must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def names(self) -> list[str]:
+        """Image paths relative to the dataset root, with forward slashes (stable ids)."""
+        return [p.relative_to(self.root).as_posix() for p in self.image_paths]
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(N, 3) camera centres."""
+        return self.c2w[:, :3, 3]
+
+    def indices(self, split: str) -> list[int]:
+        """Indices of the photos in ``split`` ("train", "val", "test" or "all")."""
+        if split == "all":
+            return list(range(len(self)))
+        return [i for i, s in enumerate(self.split) if s == split]
+
+    def subset(self, indices: list[int]) -> Scene:
+        """A scene with only the given photos (same frame, points and root)."""
+        return replace(
+            self,
+            image_paths=[self.image_paths[i] for i in indices],
+            cameras=[self.cameras[i] for i in indices],
+            c2w=self.c2w[indices],
+            split=[self.split[i] for i in indices],
+            depth_paths=[self.depth_paths[i] for i in indices] if self.depth_paths else None,
+        )
+
+    def transformed(self, transform: np.ndarray) -> Scene:
+        """The scene in another frame: ``x_new = transform @ x`` (a similarity, scale allowed).
+
+        Camera rotations stay orthonormal; the scale moves into positions (and points).
+        """
+        transform = np.asarray(transform, dtype=np.float64)
+        scale = float(np.cbrt(np.linalg.det(transform[:3, :3])))
+        rot = transform[:3, :3] / scale
+        c2w = self.c2w.copy()
+        c2w[:, :3, :3] = rot @ self.c2w[:, :3, :3]
+        c2w[:, :3, 3] = self.c2w[:, :3, 3] @ transform[:3, :3].T + transform[:3, 3]
+        points = None if self.points is None else self.points @ transform[:3, :3].T + transform[:3, 3]
+        return replace(
+            self,
+            c2w=c2w,
+            points=points,
+            world_from_input=transform @ self.world_from_input,
+            ground_z=None,
+            is_world_frame=False,
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`BirdnerfError` naming the first photo with a bad pose or camera."""
+        for i, path in enumerate(self.image_paths):
+            m = self.c2w[i]
+            if not np.all(np.isfinite(m)):
+                raise BirdnerfError("camera pose contains NaN or infinity", path)
+            r = m[:3, :3]
+            if abs(np.linalg.det(r) - 1.0) > 1e-3 or not np.allclose(r.T @ r, np.eye(3), atol=1e-3):
+                raise BirdnerfError("camera rotation is not orthonormal (degenerate pose)", path)
+            problem = self.cameras[i].validate()
+            if problem:
+                raise BirdnerfError(problem, path)
+        if not self.indices("train"):
+            raise BirdnerfError("the dataset has no training photos", self.root)
+
+
+def resolve_inside(root: Path, relative: str, source: Path) -> Path:
+    """Resolve a path from a data file, refusing any that escapes the dataset directory."""
+    root = root.resolve()
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root):
+        raise BirdnerfError(f"path {relative!r} points outside the dataset directory {root}", source)
+    return candidate
