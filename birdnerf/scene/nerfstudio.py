@@ -18,11 +18,10 @@ import numpy as np
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.scene.camera import DISTORTION_KEYS, Camera
-from birdnerf.scene.scene import Scene, resolve_inside
+from birdnerf.scene.scene import Scene, holdout_split, resolve_inside
 
 GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 SUPPORTED_MODELS = ("PINHOLE", "OPENCV", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
-HOLDOUT_EVERY = 8
 
 
 def _camera(entry: dict, defaults: dict, source: Path, where: str) -> Camera:
@@ -117,12 +116,7 @@ def read_transforms(path: str | Path) -> Scene:
 def _splits(meta: dict, names: list[str], source: Path) -> list[str]:
     lists = {s: meta.get(f"{s}_filenames") for s in ("train", "val", "test")}
     if not any(lists.values()):
-        order = sorted(range(len(names)), key=lambda i: names[i])
-        split = ["train"] * len(names)
-        for rank, i in enumerate(order):
-            if rank % HOLDOUT_EVERY == HOLDOUT_EVERY // 2:
-                split[i] = "test"
-        return split
+        return holdout_split(names)
     lookup = {}
     for s, entries in lists.items():
         for entry in entries or []:

@@ -11,6 +11,21 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.scene.camera import Camera
 
 SPLITS = ("train", "val", "test")
+HOLDOUT_EVERY = 8
+
+
+def holdout_split(names: list[str]) -> list[str]:
+    """The default split when a dataset names none: "test" for every 8th photo, else "train".
+
+    Photos are ranked by name; ranks 4, 12, 20, ... are held out, so any dataset of five or
+    more photos has a test photo, and the rule does not depend on the order of the input file.
+    """
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    split = ["train"] * len(names)
+    for rank, i in enumerate(order):
+        if rank % HOLDOUT_EVERY == HOLDOUT_EVERY // 2:
+            split[i] = "test"
+    return split
 
 
 @dataclass

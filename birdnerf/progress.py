@@ -1,0 +1,55 @@
+"""One rich console and one progress helper for the whole package.
+
+Library loops never print: they take an optional ``progress`` callback
+``(done: int, total: int, info: dict) -> None``. The CLI passes :func:`bar` callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+ProgressFn = Callable[[int, int, dict], None]
+
+
+@contextlib.contextmanager
+def bar(description: str, total: int | None = None) -> Iterator[ProgressFn]:
+    """A progress bar; yields a callback that library loops call as ``progress(done, total, info)``.
+
+    ``info`` values (loss, PSNR, rays/s ...) are shown after the bar.
+    """
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(description, total=total, info="")
+
+        def update(done: int, total_: int, info: dict | None = None) -> None:
+            text = "  ".join(f"{k} {_fmt(v)}" for k, v in (info or {}).items())
+            progress.update(task, completed=done, total=total_, info=text)
+
+        yield update
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    return str(v)

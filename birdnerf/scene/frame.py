@@ -1,0 +1,146 @@
+"""The bird-view world frame: z up, ground plane at z = ground_z, x along the flight lines.
+
+Readers return scenes in their input frame (COLMAP's arbitrary gauge, a nerfstudio frame ...).
+:func:`to_world_frame` estimates "up" and the ground height and moves the scene into a frame
+where x/y is the ground plane, so that partitioning and compositing can work in bird view.
+The transform back to the input frame is kept in ``Scene.world_from_input``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from birdnerf.scene.scene import Scene
+
+log = logging.getLogger("birdnerf")
+
+
+@dataclass(frozen=True)
+class FrameEstimate:
+    """How the world frame was found (recorded in the partition manifest)."""
+
+    up_source: str  # "already_world", "camera_plane", "sparse_points" or "view_directions"
+    ground_source: str  # "scene", "sparse_points", "depth_maps" or "overlap_heuristic"
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def estimate_up(scene: Scene) -> tuple[np.ndarray, str]:
+    """Unit "up" vector in the scene's frame, and which evidence gave it.
+
+    Aerial surveys fly at a near-constant altitude, so the plane through the camera centres is
+    the best evidence when the centres spread in two directions; otherwise a plane fit to the
+    sparse points, otherwise the mean viewing direction (cameras look down). The sign is always
+    chosen so that the cameras look down.
+    """
+    view_dirs = scene.c2w[:, :3, 2]
+    down = _unit(view_dirs.mean(axis=0))
+    candidates: list[tuple[np.ndarray, str]] = []
+    centers = scene.centers
+    if len(centers) >= 3:
+        _, s, vt = np.linalg.svd(centers - centers.mean(axis=0), full_matrices=False)
+        if s[1] > 1e-9 and s[2] < 0.15 * s[1]:
+            candidates.append((vt[2], "camera_plane"))
+    if scene.points is not None and len(scene.points) >= 50:
+        pts = scene.points
+        center = np.median(pts, axis=0)
+        dist = np.linalg.norm(pts - center, axis=1)
+        inliers = pts[dist <= np.quantile(dist, 0.9)]
+        _, s, vt = np.linalg.svd(inliers - inliers.mean(axis=0), full_matrices=False)
+        if s[2] < 0.5 * s[1]:
+            candidates.append((vt[2], "sparse_points"))
+    for normal, source in candidates:
+        normal = _unit(normal)
+        # A plane normal is only trusted if the cameras look roughly along it (within 60 deg).
+        if abs(normal @ down) > 0.5:
+            return (normal if normal @ down < 0 else -normal), source
+    return -down, "view_directions"
+
+
+def rotation_to_z(up: np.ndarray, forward_hint: np.ndarray) -> np.ndarray:
+    """Rotation R with R @ up = +z and R @ forward_hint (projected on the ground) = +x."""
+    z = _unit(up)
+    x = forward_hint - (forward_hint @ z) * z
+    if np.linalg.norm(x) < 1e-9:
+        x = np.array([1.0, 0.0, 0.0]) - z[0] * z
+        if np.linalg.norm(x) < 1e-9:
+            x = np.array([0.0, 1.0, 0.0]) - z[1] * z
+    x = _unit(x)
+    y = np.cross(z, x)
+    return np.stack([x, y, z])
+
+
+def _flight_direction(ground_xy: np.ndarray) -> np.ndarray:
+    """Principal direction of the camera centres on the ground (flight lines), sign-fixed."""
+    if len(ground_xy) < 2:
+        return np.array([1.0, 0.0])
+    _, _, vt = np.linalg.svd(ground_xy - ground_xy.mean(axis=0), full_matrices=False)
+    d = vt[0]
+    # Deterministic sign: the component of largest magnitude is positive.
+    return d if d[np.argmax(np.abs(d))] > 0 else -d
+
+
+def estimate_ground_z(scene: Scene) -> tuple[float, str]:
+    """Ground height in a z-up frame, from sparse points, depth maps or the survey geometry."""
+    if scene.points is not None and len(scene.points) >= 20:
+        z = scene.points[:, 2]
+        # Most of a site is ground: the lower-middle of the height distribution is robust to
+        # buildings and trees above it and to the odd outlier below it.
+        return float(np.quantile(z, 0.3)), "sparse_points"
+    if scene.depth_paths:
+        heights = []
+        for i in np.linspace(0, len(scene) - 1, min(len(scene), 16)).astype(int):
+            depth = np.load(scene.depth_paths[i], allow_pickle=False)
+            d = float(np.median(depth[np.isfinite(depth) & (depth > 0)]))
+            # z-depth d along the optical axis: the axis meets the surface at centre + d * axis.
+            heights.append(scene.c2w[i, 2, 3] + d * scene.c2w[i, 2, 2])
+        return float(np.median(heights)), "depth_maps"
+    altitude = _altitude_from_spacing(scene)
+    log.warning("no sparse points or depth maps: ground height guessed from photo spacing (%.3g)", altitude)
+    return float(np.median(scene.centers[:, 2]) - altitude), "overlap_heuristic"
+
+
+def _altitude_from_spacing(scene: Scene) -> float:
+    """Altitude that gives ~70 % forward overlap at the median nearest-neighbour spacing."""
+    c = scene.centers[:, :2]
+    d = np.linalg.norm(c[:, None] - c[None], axis=-1) if len(c) <= 4000 else None
+    if d is None or len(c) < 2:
+        return 1.0
+    np.fill_diagonal(d, np.inf)
+    spacing = float(np.median(d.min(axis=1)))
+    cam = scene.cameras[0]
+    half_fov = np.arctan(0.5 * cam.height / cam.fy)
+    return spacing / (0.6 * np.tan(half_fov))
+
+
+def to_world_frame(scene: Scene) -> tuple[Scene, FrameEstimate]:
+    """Move ``scene`` into the bird-view frame (z up, ground at z = 0, centred on the survey).
+
+    Scenes already marked ``is_world_frame`` (e.g. birdnerf's own datasets) are returned as is.
+    """
+    if scene.is_world_frame:
+        if scene.ground_z is None:
+            scene.ground_z, ground_source = estimate_ground_z(scene)
+            return scene, FrameEstimate("already_world", ground_source)
+        return scene, FrameEstimate("already_world", "scene")
+    up, up_source = estimate_up(scene)
+    rot = np.eye(4)
+    rot[:3, :3] = rotation_to_z(up, np.array([1.0, 0.0, 0.0]))
+    tmp = scene.transformed(rot)
+    heading = _flight_direction(tmp.centers[:, :2])
+    yaw = np.eye(4)
+    yaw[:3, :3] = rotation_to_z(np.array([0.0, 0.0, 1.0]), np.array([heading[0], heading[1], 0.0]))
+    tmp = tmp.transformed(yaw)
+    ground_z, ground_source = estimate_ground_z(tmp)
+    shift = np.eye(4)
+    shift[:2, 3] = -np.median(tmp.centers[:, :2], axis=0)
+    shift[2, 3] = -ground_z
+    world = tmp.transformed(shift)
+    world.ground_z = 0.0
+    world.is_world_frame = True
+    return world, FrameEstimate(up_source, ground_source)

@@ -1,0 +1,77 @@
+"""``birdnerf partition``: cut a survey into bird-view blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from birdnerf.errors import BirdnerfError
+from birdnerf.partition import PartitionConfig, partition_dataset
+from birdnerf.progress import console
+from birdnerf_cli.main import app, run
+
+
+def parse_blocks(text: str | None) -> tuple[int, int] | None:
+    """'3x4' -> (3, 4): rows x columns."""
+    if text is None:
+        return None
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise BirdnerfError(f"--blocks must look like ROWSxCOLS (e.g. 2x3), got {text!r}") from None
+    return rows, cols
+
+
+@app.command("partition")
+def partition_cmd(
+    data: Path = typer.Argument(..., help="Dataset: a transforms.json (or its folder) or a COLMAP folder."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run directory to create or update."),
+    blocks: str = typer.Option(
+        None, "--blocks", help="Grid as ROWSxCOLS, e.g. 2x2. Overrides --images-per-block."
+    ),
+    images_per_block: int = typer.Option(
+        20, "--images-per-block", min=1, help="Target training photos per block (centres in its core)."
+    ),
+    overlap: float = typer.Option(
+        0.25, "--overlap", min=0.0, help="Overlap on each side of a block, as a fraction of its core size."
+    ),
+    overlap_m: float = typer.Option(
+        None, "--overlap-m", min=0.0, help="Overlap on each side in scene units (metres if georeferenced)."
+    ),
+    min_coverage: float = typer.Option(
+        0.1,
+        "--min-coverage",
+        min=0.0,
+        max=1.0,
+        help="Fraction of a photo's pixels a block must see to use it.",
+    ),
+) -> None:
+    """Partition a survey into blocks on the ground plane; writes RUN/partition.json and RUN/partition.png."""
+    config = PartitionConfig(
+        blocks=run(parse_blocks, blocks),
+        images_per_block=images_per_block,
+        overlap=overlap,
+        overlap_m=overlap_m,
+        min_coverage=min_coverage,
+    )
+    partition, scene = run(partition_dataset, data, out, config)
+    table = Table(title=f"{len(partition.blocks)} blocks over {len(scene)} photos")
+    for col in ("block", "core (x0, y0, x1, y1)", "z range", "train", "test", "core-owned"):
+        table.add_column(col, justify="right" if col in ("train", "test", "core-owned") else "left")
+    for b in partition.blocks:
+        core = ", ".join(f"{v:.1f}" for v in b.core)
+        table.add_row(
+            b.id,
+            core,
+            f"{b.box[2]:.1f} .. {b.box[5]:.1f}",
+            str(len(b.images)),
+            str(len(b.test_images)),
+            str(b.stats["n_core_images"]),
+        )
+    console.print(table)
+    console.print(
+        f"frame: up from {partition.frame['up_source']}, ground from {partition.frame['ground_source']}"
+    )
+    console.print(f"manifest: {out / 'partition.json'}\nmap:      {out / 'partition.png'}")
