@@ -74,18 +74,14 @@ def ground_hits(
         (N, P, 2) ground points.
     """
     altitude = np.maximum(origins[..., 2] - ground_z, 1e-6)  # (N, 1)
-    max_range = max_range_factor * altitude
+    horiz = dirs[..., :2]
+    horiz_len = np.maximum(np.sqrt(horiz[..., 0] ** 2 + horiz[..., 1] ** 2), 1e-12)
+    t_range = max_range_factor * altitude / horiz_len  # ray length that reaches the range limit
     dz = dirs[..., 2]
     down = dz < -1e-9
-    t = np.where(down, (ground_z - origins[..., 2]) / np.where(down, dz, -1.0), np.inf)
-    horiz = dirs[..., :2]
-    horiz_len = np.linalg.norm(horiz, axis=-1)
-    reach = t * horiz_len
-    too_far = reach > max_range
-    safe_len = np.maximum(horiz_len, 1e-12)[..., None]
-    clipped = origins[..., :2] + horiz / safe_len * max_range[..., None]
-    exact = origins[..., :2] + np.where(np.isfinite(t), t, 0.0)[..., None] * horiz
-    return np.where(too_far[..., None], clipped, exact)
+    t_ground = (ground_z - origins[..., 2]) / np.where(down, dz, -1.0)
+    t = np.where(down, np.minimum(t_ground, t_range), t_range)
+    return origins[..., :2] + t[..., None] * horiz
 
 
 def compute_footprints(
@@ -109,7 +105,7 @@ def compute_footprints(
         uv = np.concatenate([_border_uv(cam, per_edge), _grid_uv(cam, grid), [[cam.cx, cam.cy]]])
         d_cam = pixel_directions(cam, torch.from_numpy(uv)).numpy()  # (P', 3)
         rot = scene.c2w[idx, :3, :3]
-        dirs = np.einsum("nij,pj->npi", rot, d_cam)
+        dirs = np.matmul(rot, d_cam.T).transpose(0, 2, 1)  # (n, P', 3)
         hits = ground_hits(scene.c2w[idx, None, :3, 3], dirs, ground_z, max_range_factor)
         outline[idx], samples[idx], center[idx] = hits[:, :k], hits[:, k : k + p], hits[:, -1]
     altitude = scene.c2w[:, 2, 3] - ground_z

@@ -101,22 +101,29 @@ def coverage(
     n, p, _ = samples.shape
     rows, cols = len(y_edges) - 1, len(x_edges) - 1
     row, col = core_cell(samples, x_edges, y_edges)
-    reach_x = int(math.ceil(np.max(expanded[..., 2] - expanded[..., 0]) / np.min(np.diff(x_edges))))
-    reach_y = int(math.ceil(np.max(expanded[..., 3] - expanded[..., 1]) / np.min(np.diff(y_edges))))
-    photo = np.broadcast_to(np.arange(n)[:, None], (n, p))
+    # A block k cells away can only reach a point through its overlap, which must then span the
+    # k - 1 cores in between: k <= 1 + overlap / narrowest core.
+    over_x = np.max(np.maximum(x_edges[:-1] - expanded[..., 0], expanded[..., 2] - x_edges[1:]))
+    over_y = np.max(np.maximum(y_edges[:-1, None] - expanded[..., 1], expanded[..., 3] - y_edges[1:, None]))
+    reach_x = 1 + int(over_x // np.min(np.diff(x_edges)))
+    reach_y = 1 + int(over_y // np.min(np.diff(y_edges)))
+    # Rectangles are separable: x bounds depend on the column only, y bounds on the row only.
+    x_lo, x_hi = expanded[0, :, 0], expanded[0, :, 2]
+    y_lo, y_hi = expanded[:, 0, 1], expanded[:, 0, 3]
+    x, y = samples[..., 0], samples[..., 1]
+    in_x = {}
+    for dc in range(-reach_x, reach_x + 1):
+        c = col + dc
+        cc = np.clip(c, 0, cols - 1)
+        in_x[dc] = (c >= 0) & (c < cols) & (x >= x_lo[cc]) & (x <= x_hi[cc])
+    photo = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, p))
     codes = []
     for dr in range(-reach_y, reach_y + 1):
-        for dc in range(-reach_x, reach_x + 1):
-            r, c = row + dr, col + dc
-            valid = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
-            rect = expanded[np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)]
-            inside = (
-                valid
-                & (samples[..., 0] >= rect[..., 0])
-                & (samples[..., 0] <= rect[..., 2])
-                & (samples[..., 1] >= rect[..., 1])
-                & (samples[..., 1] <= rect[..., 3])
-            )
-            codes.append(photo[inside].astype(np.int64) * (rows * cols) + (r * cols + c)[inside])
+        r = row + dr
+        rr = np.clip(r, 0, rows - 1)
+        in_y = (r >= 0) & (r < rows) & (y >= y_lo[rr]) & (y <= y_hi[rr])
+        for dc, inside_x in in_x.items():
+            inside = in_y & inside_x
+            codes.append(photo[inside] * (rows * cols) + (r * cols + col + dc)[inside])
     unique, counts = np.unique(np.concatenate(codes), return_counts=True)
     return unique // (rows * cols), unique % (rows * cols), counts / p

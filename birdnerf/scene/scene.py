@@ -76,6 +76,10 @@ class Scene:
     @property
     def names(self) -> list[str]:
         """Image paths relative to the dataset root, with forward slashes (stable ids)."""
+        prefix = str(self.root).rstrip("/") + "/"
+        paths = [str(p) for p in self.image_paths]
+        if all(p.startswith(prefix) for p in paths):  # fast path: string slicing, no pathlib
+            return [p[len(prefix) :] for p in paths]
         return [p.relative_to(self.root).as_posix() for p in self.image_paths]
 
     @property
