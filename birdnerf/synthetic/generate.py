@@ -1,0 +1,245 @@
+"""Write a synthetic drone survey of the procedural site as a nerfstudio dataset.
+
+Layout of a dataset directory::
+
+    images/photo_0000.png   8-bit RGB photos (``change_0000.png`` for a changed variant)
+    depth/photo_0000.npy    float32 z-depth along the camera's +z axis, metres (inf: sky)
+    transforms.json         poses and intrinsics (nerfstudio), splits, world-frame extras
+    points.npz              sparse surface points: ``xyz`` (M, 3) float64 metres, ``rgb`` (M, 3) uint8
+    sample.json             what was generated: preset, seed, extents, altitude, overlaps
+
+The world frame is the site's: metres, z up, flat ground at z = 0. The same seed always gives
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from birdnerf import atomic
+from birdnerf.errors import BirdnerfError
+from birdnerf.progress import ProgressFn
+from birdnerf.scene.camera import Camera
+from birdnerf.scene.nerfstudio import write_transforms
+from birdnerf.scene.scene import Scene
+from birdnerf.synthetic import raycast
+from birdnerf.synthetic.layout import build_site
+from birdnerf.synthetic.site import Site, SiteConfig
+from birdnerf.synthetic.survey import SurveyConfig, plan_survey
+
+VARIANTS = ("base", "changed")
+TEST_EVERY, TEST_OFFSET = 8, 4
+
+
+@dataclass(frozen=True)
+class SamplePreset:
+    """A named combination of site and survey settings."""
+
+    name: str
+    site: SiteConfig = field(default_factory=SiteConfig)
+    survey: SurveyConfig = field(default_factory=SurveyConfig)
+    points_per_photo: int = 64
+    """Sparse points sampled from each training photo's ground-truth depth."""
+
+
+# Same camera, altitude and overlaps for all; only the site's extent differs. Photos are 22.5 m
+# apart along and between lines: small is 9 x 9 photos (about 2 x 2 blocks of ~20 training
+# photos), medium 15 x 15 (about 3 x 3 blocks), large 39 x 39 (about 8 x 8 blocks, 22x the area).
+PRESETS = {
+    "small": SamplePreset("small", SiteConfig(extent_m=180.0)),
+    "medium": SamplePreset("medium", SiteConfig(extent_m=315.0)),
+    "large": SamplePreset("large", SiteConfig(extent_m=855.0)),
+}
+
+
+def resolve_preset(scene: str | SamplePreset) -> SamplePreset:
+    """The preset named ``scene`` ("small", "medium", "large"), or ``scene`` itself."""
+    if isinstance(scene, SamplePreset):
+        return scene
+    if scene not in PRESETS:
+        raise BirdnerfError(f"unknown sample scene {scene!r} (choose from {', '.join(PRESETS)})")
+    return PRESETS[scene]
+
+
+def generate_sample_scene(
+    out_dir: str | Path,
+    scene: str | SamplePreset = "small",
+    seed: int = 0,
+    oblique: bool = False,
+    progress: ProgressFn | None = None,
+    *,
+    variant: str = "base",
+    overwrite: bool = False,
+) -> Scene:
+    """Render a synthetic aerial survey into ``out_dir`` and return its :class:`Scene`.
+
+    Args:
+        out_dir: dataset directory to create; it must not exist or be empty, unless
+            ``overwrite`` is set and it holds a dataset (a ``transforms.json``).
+        scene: preset name ("small", "medium", "large") or a :class:`SamplePreset`.
+        seed: non-negative seed of the site layout, textures and pose jitter.
+        oblique: tilt the cameras off nadir (see :mod:`birdnerf.synthetic.survey`).
+        progress: optional callback ``(done, total, info)`` called after each photo.
+        variant: "base" flies the whole site; "changed" adds new buildings in the site's
+            +x/+y corner and flies only that corner (same world frame, a separate dataset).
+        overwrite: replace an existing dataset in ``out_dir``.
+
+    Returns:
+        The scene in the world frame (``is_world_frame=True``, ``ground_z=0``), with depth
+        paths, sparse points, and every 8th photo (index % 8 == 4) held out as "test".
+
+    Nothing is written under ``out_dir`` unless the whole dataset was generated: files go to
+    a temporary directory beside it, which is renamed into place at the end.
+    """
+    preset = resolve_preset(scene)
+    if variant not in VARIANTS:
+        raise BirdnerfError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+    if seed < 0:
+        raise BirdnerfError(f"seed must be a non-negative integer, got {seed}")
+    out = Path(out_dir).absolute()
+    check_output_dir(out, overwrite)
+    changed = variant == "changed"
+    survey = replace(preset.survey, oblique=oblique)
+    site = build_site(preset.site, seed, changed=changed)
+    bounds = site.change_bounds if changed and site.change_bounds else site.bounds
+    c2w = plan_survey(survey, bounds, np.random.default_rng([seed, 1 + changed]))
+    prefix = "change" if changed else "photo"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary directory
+        scene_tmp = _write_dataset(tmp, site, survey, c2w, prefix, preset, seed, progress)
+        meta = {
+            "format": "birdnerf-sample",
+            "version": 1,
+            "scene": preset.name,
+            "seed": seed,
+            "variant": variant,
+            "site_bounds_m": list(site.bounds),
+            "survey_bounds_m": list(bounds),
+            "change_bounds_m": list(site.change_bounds) if site.change_bounds else None,
+            "max_height_m": round(site.max_height, 3),
+            "gsd_m": survey.gsd_m,
+            "photos": len(scene_tmp),
+            "test_photos": len(scene_tmp.indices("test")),
+            "site": asdict(preset.site),
+            "survey": asdict(survey),
+        }
+        atomic.write_json(tmp / "sample.json", meta)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _rerooted(scene_tmp, tmp, out)
+
+
+def _write_dataset(
+    root: Path,
+    site: Site,
+    survey: SurveyConfig,
+    c2w: np.ndarray,
+    prefix: str,
+    preset: SamplePreset,
+    seed: int,
+    progress: ProgressFn | None,
+) -> Scene:
+    cam = survey.camera()
+    (root / "images").mkdir()
+    (root / "depth").mkdir()
+    n = len(c2w)
+    split = ["test" if i % TEST_EVERY == TEST_OFFSET else "train" for i in range(n)]
+    images, depths, xyz, rgb = [], [], [], []
+    for i in range(n):
+        color, depth = raycast.render_photo(site, cam, c2w[i], survey.supersample)
+        images.append(root / "images" / f"{prefix}_{i:04d}.png")
+        depths.append(root / "depth" / f"{prefix}_{i:04d}.npy")
+        Image.fromarray(color).save(images[-1], format="PNG")
+        np.save(depths[-1], depth, allow_pickle=False)
+        if split[i] == "train":
+            points, colors = _sample_points(cam, c2w[i], color, depth, preset.points_per_photo, [seed, 2, i])
+            xyz.append(points)
+            rgb.append(colors)
+        if progress is not None:
+            progress(i + 1, n, {"photo": images[-1].name})
+    points = np.concatenate(xyz) if xyz else np.zeros((0, 3))
+    colors = np.concatenate(rgb) if rgb else np.zeros((0, 3), dtype=np.uint8)
+    np.savez(root / "points.npz", xyz=points, rgb=colors)
+    scene = Scene(
+        root=root,
+        image_paths=images,
+        cameras=[cam] * n,
+        c2w=c2w,
+        split=split,
+        points=points,
+        point_colors=colors,
+        depth_paths=depths,
+        ground_z=0.0,
+        is_world_frame=True,
+        source="synthetic",
+    )
+    write_transforms(scene, root / "transforms.json", points_file="points.npz")
+    return scene
+
+
+def _sample_points(
+    cam: Camera, c2w: np.ndarray, color: np.ndarray, depth: np.ndarray, count: int, key: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points (M, 3) and colours (M, 3) of ``count`` random pixels with finite depth."""
+    rng = np.random.default_rng(key)
+    u = rng.integers(0, cam.width, count)
+    v = rng.integers(0, cam.height, count)
+    z = depth[v, u].astype(np.float64)
+    ok = np.isfinite(z)
+    rays = np.stack([(u + 0.5 - cam.cx) / cam.fx, (v + 0.5 - cam.cy) / cam.fy, np.ones(count)], 1)
+    points = c2w[:3, 3] + (rays * z[:, None]) @ c2w[:3, :3].T
+    return points[ok], color[v[ok], u[ok]]
+
+
+def check_output_dir(out: str | Path, overwrite: bool = False) -> None:
+    """Raise :class:`BirdnerfError` unless a dataset may be written to ``out``.
+
+    ``out`` may be missing or an empty directory; with ``overwrite``, it may also hold a
+    dataset (a ``transforms.json``). Other non-empty directories are never replaced.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BirdnerfError("exists and is not a directory", out)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise BirdnerfError("directory is not empty (use overwrite to replace a dataset there)", out)
+        if not (out / "transforms.json").is_file():
+            raise BirdnerfError(
+                "refusing to replace a non-empty directory that holds no transforms.json", out
+            )
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rerooted(scene: Scene, tmp: Path, out: Path) -> Scene:
+    root = out.resolve()
+    return replace(
+        scene,
+        root=root,
+        image_paths=[root / p.relative_to(tmp) for p in scene.image_paths],
+        depth_paths=[root / p.relative_to(tmp) for p in scene.depth_paths or []],
+    )
