@@ -1,3 +1,11 @@
 """Registers every command module with the app (one import per command)."""
 
-from birdnerf_cli import partition  # noqa: F401
+from birdnerf_cli import (  # noqa: F401
+    demo,
+    evaluate,
+    import_data,
+    partition,
+    render,
+    sample_data,
+    train,
+)
