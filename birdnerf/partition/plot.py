@@ -26,11 +26,13 @@ def plot_partition(partition: Partition, scene: Scene, footprints: Footprints, p
     for i in range(0, len(scene), step):
         color = "tab:blue" if scene.split[i] == "train" else "tab:orange"
         ax.add_patch(Polygon(footprints.outline[i], closed=True, fill=False, lw=0.4, alpha=0.35, color=color))
-    for b in partition.blocks:
+    palette = plt.get_cmap("tab10")
+    for k, b in enumerate(partition.blocks):
         x0, y0, x1, y1 = b.expanded
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=1.0, color="tab:red"))
         x0, y0, x1, y1 = b.core
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=True, alpha=0.08, lw=1.6, ec="black"))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fc=palette(k % 10), alpha=0.15, lw=0))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.6, ec="black"))
         ax.text(
             (x0 + x1) / 2,
             (y0 + y1) / 2,

@@ -100,15 +100,25 @@ def read_transforms(path: str | Path) -> Scene:
         depth_paths=depths if all(d is not None for d in depths) else None,
         source="nerfstudio",
     )
-    if extra.get("world_frame"):
-        scene.is_world_frame = True
-        scene.ground_z = float(extra["ground_z"])
-        scene.world_from_input = np.asarray(extra.get("world_from_input", np.eye(4)), dtype=np.float64)
-        scene.geo = extra.get("geo")
+    if not isinstance(extra, dict):
+        raise BirdnerfError("'birdnerf' must be an object", path)
+    try:
+        if extra.get("world_frame"):
+            scene.is_world_frame = True
+            scene.ground_z = None if extra.get("ground_z") is None else float(extra["ground_z"])
+            frame = np.asarray(extra.get("world_from_input", np.eye(4)), dtype=np.float64)
+            scene.world_from_input = frame.reshape(4, 4)
+            scene.geo = extra.get("geo")
+    except (TypeError, ValueError) as err:
+        raise BirdnerfError(f"bad 'birdnerf' frame record ({err})", path) from None
     points = extra.get("points_file")
     if points:
-        data = np.load(resolve_inside(root, points, path), allow_pickle=False)
-        scene.points, scene.point_colors = data["xyz"].astype(np.float64), data["rgb"]
+        points_path = resolve_inside(root, str(points), path)
+        try:
+            with np.load(points_path, allow_pickle=False) as data:
+                scene.points, scene.point_colors = data["xyz"].astype(np.float64), data["rgb"]
+        except (OSError, KeyError, ValueError) as err:
+            raise BirdnerfError(f"points file needs arrays 'xyz' and 'rgb' ({err})", points_path) from None
     scene.validate()
     return scene
 

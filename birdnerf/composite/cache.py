@@ -1,0 +1,48 @@
+"""A small least-recently-used cache of trained block models, loaded on demand."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from birdnerf.errors import BirdnerfError
+from birdnerf.train import checkpoint as ckpt
+from birdnerf.train.model import BlockModel
+
+
+def load_block_model(run_dir: str | Path, block_id: str, device: torch.device | str = "cpu") -> BlockModel:
+    """The finished model of one block (``config.json`` + ``model.pt``, tensors only)."""
+    folder = ckpt.block_dir(run_dir, block_id)
+    if not (folder / "done.json").exists():
+        raise BirdnerfError(f"block {block_id} is not trained yet (run `birdnerf train`)", folder)
+    config = ckpt.read_json(folder / "config.json")
+    model = BlockModel.from_config_dict(config["model"])
+    model.load_state_dict(ckpt.load_tensors(folder / "model.pt")["model"])
+    return model.to(device).eval()
+
+
+class BlockCache:
+    """Keeps at most ``capacity`` block models in memory; ``loads`` counts every load from disk."""
+
+    def __init__(self, run_dir: str | Path, capacity: int = 8, device: torch.device | str = "cpu"):
+        self.run_dir = Path(run_dir)
+        self.capacity = max(1, capacity)
+        self.device = device
+        self.loads: list[str] = []
+        self._models: OrderedDict[str, BlockModel] = OrderedDict()
+
+    def get(self, block_id: str) -> BlockModel:
+        if block_id in self._models:
+            self._models.move_to_end(block_id)
+            return self._models[block_id]
+        model = load_block_model(self.run_dir, block_id, self.device)
+        self.loads.append(block_id)
+        self._models[block_id] = model
+        if len(self._models) > self.capacity:
+            self._models.popitem(last=False)
+        return model
+
+    def __contains__(self, block_id: str) -> bool:
+        return block_id in self._models

@@ -1,0 +1,69 @@
+"""Writing rendered views: RGB, depth and block-id PNGs, raw depth, and animations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from birdnerf import atomic  # noqa: E402
+from birdnerf.composite.view import ViewRender  # noqa: E402
+from birdnerf.scene.images import save_rgb  # noqa: E402
+
+
+def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """(H, W) depth in metres -> (H, W, 3) uint8 with the turbo colour map (near = red)."""
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        return np.zeros((*depth.shape, 3), dtype=np.uint8)
+    lo = float(np.quantile(depth[valid], 0.01)) if lo is None else lo
+    hi = float(np.quantile(depth[valid], 0.99)) if hi is None else hi
+    x = np.clip((depth - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+    rgb = plt.get_cmap("turbo")(1.0 - x)[..., :3]
+    rgb[~valid] = 0.0
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def colorize_blocks(block_map: np.ndarray) -> np.ndarray:
+    """(H, W) block indices -> (H, W, 3) uint8, one tab20 colour per block."""
+    palette = (np.asarray(plt.get_cmap("tab20").colors) * 255).astype(np.uint8)
+    return palette[block_map % len(palette)]
+
+
+def save_view(out_dir: Path, stem: str, view: ViewRender) -> dict[str, Path]:
+    """Write ``stem.png`` (RGB), ``stem.depth.png`` / ``.npy`` (metres) and ``stem.blocks.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "rgb": out_dir / f"{stem}.png",
+        "depth": out_dir / f"{stem}.depth.png",
+        "depth_npy": out_dir / f"{stem}.depth.npy",
+        "blocks": out_dir / f"{stem}.blocks.png",
+    }
+    save_rgb(paths["rgb"], view.rgb.numpy())
+    depth = view.depth.numpy().astype(np.float32)
+    save_rgb(paths["depth"], colorize_depth(depth))
+    with atomic.atomic_path(paths["depth_npy"]) as tmp, open(tmp, "wb") as f:
+        np.save(f, depth)
+    save_rgb(paths["blocks"], colorize_blocks(view.block_map.numpy()))
+    return paths
+
+
+def save_animation(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """Write (H, W, 3) uint8 frames as an animated GIF (or MP4 when imageio with ffmpeg is present)."""
+    if path.suffix.lower() == ".mp4":
+        import imageio.v2 as imageio  # optional: only for MP4
+
+        with atomic.atomic_path(path) as tmp:
+            imageio.mimwrite(tmp, frames, fps=fps, format="FFMPEG")
+        return path
+    images = [Image.fromarray(f) for f in frames]
+    with atomic.atomic_path(path) as tmp:
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+        )
+    return path

@@ -1,0 +1,38 @@
+"""Loading photos as RGB arrays, with one clear error per unreadable file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from birdnerf.errors import BirdnerfError
+from birdnerf.scene.camera import Camera
+
+
+def load_rgb(path: str | Path, cam: Camera | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of the photo at ``path``; checks its size against ``cam`` if given."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            rgb = np.array(im.convert("RGB"))
+    except FileNotFoundError:
+        raise BirdnerfError("image not found", path) from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise BirdnerfError(f"unreadable image ({err})", path) from None
+    if cam is not None and (rgb.shape[1], rgb.shape[0]) != (cam.width, cam.height):
+        raise BirdnerfError(
+            f"image is {rgb.shape[1]}x{rgb.shape[0]} but its camera says {cam.width}x{cam.height}", path
+        )
+    return rgb
+
+
+def save_rgb(path: str | Path, rgb: np.ndarray) -> None:
+    """Save an (H, W, 3) float [0, 1] or uint8 array as PNG, atomically."""
+    from birdnerf.atomic import atomic_path
+
+    if rgb.dtype != np.uint8:
+        rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")

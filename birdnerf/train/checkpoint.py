@@ -1,0 +1,65 @@
+"""A block's files under ``RUN/blocks/<id>/``, written atomically and read without pickles.
+
+- ``config.json``   model and training configuration (plain JSON)
+- ``checkpoint.pt`` model + optimiser + random state at a step (tensors and plain values only)
+- ``model.pt``      the final model's tensors, what the renderer loads
+- ``metrics.jsonl`` one JSON object per logged step
+- ``done.json``     written last: the block is finished (final figures)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from birdnerf import atomic
+from birdnerf.errors import BirdnerfError
+
+
+def block_dir(run_dir: str | Path, block_id: str) -> Path:
+    return Path(run_dir) / "blocks" / block_id
+
+
+def save_tensors(path: Path, data: dict) -> None:
+    """``torch.save`` of a dict of tensors and plain values, via a temp file and rename."""
+    with atomic.atomic_path(path) as tmp:
+        torch.save(data, tmp)
+
+
+def load_tensors(path: Path) -> dict:
+    """Load a file written by :func:`save_tensors`; never unpickles arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BirdnerfError("file not found", path) from None
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        raise BirdnerfError(f"unreadable checkpoint ({type(err).__name__}: {err})", path) from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BirdnerfError("file not found", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BirdnerfError(f"malformed JSON ({err})", path) from None
+
+
+def append_metrics(path: Path, rows: list[dict]) -> None:
+    """Append rows to a JSON-lines file (rewritten atomically, so it is never half a line)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic.write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop logged rows after ``last_step`` (used when resuming from an earlier checkpoint)."""
+    if not path.exists():
+        return
+    keep = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["step"] <= last_step
+    ]
+    atomic.write_text(path, "".join(line + "\n" for line in keep))

@@ -1,0 +1,209 @@
+"""Training one block's NeRF: seeded, checkpointed, resumable on the same trajectory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from birdnerf import atomic
+from birdnerf.errors import BirdnerfError
+from birdnerf.field import FieldConfig
+from birdnerf.partition.manifest import Block
+from birdnerf.progress import ProgressFn
+from birdnerf.render.volume import distortion_loss
+from birdnerf.scene.scene import Scene
+from birdnerf.train import checkpoint as ckpt
+from birdnerf.train.data import BlockRays, block_rays
+from birdnerf.train.model import BlockModel, RenderConfig
+
+
+@dataclass
+class TrainConfig:
+    """How one block is trained."""
+
+    steps: int = 1000
+    """Optimisation steps per block."""
+    rays_per_batch: int = 4096
+    """Pixels (rays) drawn per step; rays past the sample budget are left for later steps."""
+    samples_per_batch: int = 1 << 16
+    """Sample budget per step (keeps steps equally fast while the occupancy grid is coarse)."""
+    lr: float = 1e-2
+    """Adam learning rate; held for the first half of the steps, then decayed exponentially."""
+    lr_decay: float = 0.1
+    """Learning rate at the last step, relative to ``lr``."""
+    distortion_weight: float = 1e-3
+    """Weight of the distortion regulariser (removes floaters)."""
+    occupancy_every: int = 16
+    """Refresh the occupancy grid every this many steps."""
+    occupancy_warmup: int = 64
+    """Steps during which every occupancy cell is re-evaluated."""
+    checkpoint_every: int = 200
+    log_every: int = 25
+    seed: int = 0
+    backend: str = "auto"
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["field"] = self.field.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        data["field"] = FieldConfig.from_dict(data["field"])
+        data["render"] = RenderConfig(**data["render"])
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def psnr(mse: float) -> float:
+    return -10.0 * math.log10(max(mse, 1e-10))
+
+
+def build_model(block: Block, config: TrainConfig, num_images: int) -> BlockModel:
+    return BlockModel(block.box, config.field, num_images, config.render, backend=config.backend)
+
+
+def train_block(
+    run_dir: str | Path,
+    scene: Scene,
+    block: Block,
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+    stop_after: int | None = None,
+) -> dict:
+    """Train ``block`` and write its files under ``run_dir/blocks/<id>/``; returns final figures.
+
+    With ``resume``, training continues from the last checkpoint and follows the same
+    trajectory as an uninterrupted run (data order, sampling and optimiser state are restored).
+    ``stop_after`` ends the run early after that step (for tests of interruption).
+    """
+    out = ckpt.block_dir(run_dir, block.id)
+    out.mkdir(parents=True, exist_ok=True)
+    rays = block_rays(scene, block, block.images)
+    if len(rays) == 0:
+        raise ValueError(f"block {block.id} has no training pixels")
+    torch.manual_seed(config.seed)
+    model = build_model(block, config, num_images=len(block.images))
+    model.set_surface_prior(scene.points)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
+    half = config.steps // 2
+
+    def lr_factor(step: int) -> float:
+        return 1.0 if step < half else config.lr_decay ** ((step - half) / max(config.steps - half, 1))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    generator = torch.Generator().manual_seed(config.seed)
+    start = 0
+    state_path = out / "checkpoint.pt"
+    if resume and state_path.exists():
+        _check_same_model(out / "config.json", model)
+        state = ckpt.load_tensors(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start = int(state["step"])
+        ckpt.truncate_metrics(out / "metrics.jsonl", start)
+    else:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    atomic.write_json(out / "config.json", _config_record(model, config, block, rays))
+
+    rows, t_log, n_log = [], time.perf_counter(), 0
+    sum_mse, sum_samples, sum_rays = 0.0, 0, 0
+    last = config.steps if stop_after is None else min(config.steps, stop_after)
+    for step in range(start, last):
+        model.update_occupancy(step, config.occupancy_every, config.occupancy_warmup, generator)
+        batch = torch.randint(len(rays), (config.rays_per_batch,), generator=generator)
+        out_rays, samples = model.render(
+            rays.origins[batch],
+            rays.dirs[batch],
+            rays.image_ids[batch],
+            stratified=True,
+            generator=generator,
+            max_total_samples=config.samples_per_batch,
+        )
+        kept = samples.ray_kept
+        mse = torch.mean((out_rays.rgb[kept] - rays.rgb[batch][kept]) ** 2)
+        loss = mse
+        n_samples = int(samples.ray_indices.numel())
+        if config.distortion_weight > 0 and n_samples > 0:
+            distortion = distortion_loss(
+                out_rays.weights, samples.t_starts, samples.t_ends, samples.ray_indices, len(batch)
+            )
+            loss = loss + config.distortion_weight * distortion[kept].mean() / model.box_height
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        sum_mse += float(mse.detach())
+        sum_samples += n_samples
+        sum_rays += int(kept.sum())
+        n_log += 1
+        done = step + 1
+        if done % config.log_every == 0 or done == last:
+            elapsed = time.perf_counter() - t_log
+            row = {
+                "step": done,
+                "loss": sum_mse / n_log,
+                "psnr": psnr(sum_mse / n_log),
+                "rays_per_s": sum_rays / elapsed,
+                "samples_per_s": sum_samples / elapsed,
+                "samples_per_ray": sum_samples / max(sum_rays, 1),
+                "occupied": model.grid.occupied_fraction,
+                "lr": scheduler.get_last_lr()[0],
+            }
+            rows.append(row)
+            if progress:
+                progress(done, config.steps, {k: row[k] for k in ("psnr", "rays_per_s")})
+            t_log, n_log, sum_mse, sum_samples, sum_rays = time.perf_counter(), 0, 0.0, 0, 0
+        if done % config.checkpoint_every == 0 or done == last:
+            ckpt.append_metrics(out / "metrics.jsonl", rows)
+            rows = []
+            ckpt.save_tensors(
+                state_path,
+                {
+                    "step": done,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                },
+            )
+    if last < config.steps:
+        return {"step": last, "finished": False}
+    ckpt.save_tensors(out / "model.pt", {"model": model.state_dict()})
+    result = {"step": config.steps, "finished": True, "n_rays": len(rays), "n_images": len(block.images)}
+    atomic.write_json(out / "done.json", result)
+    return result
+
+
+def _check_same_model(config_path: Path, model: BlockModel) -> None:
+    """Refuse to resume a checkpoint made for another architecture or box."""
+    if not config_path.exists():
+        return
+    saved = ckpt.read_json(config_path).get("model")
+    if saved != json.loads(json.dumps(model.config_dict())):
+        raise BirdnerfError(
+            "the checkpoint was made with another model configuration; use --force to start over",
+            config_path,
+        )
+
+
+def _config_record(model: BlockModel, config: TrainConfig, block: Block, rays: BlockRays) -> dict:
+    return {
+        "block": block.id,
+        "model": model.config_dict(),
+        "train": config.to_dict(),
+        "images": block.images,
+        "n_rays": len(rays),
+    }

@@ -1,0 +1,188 @@
+"""One block's model: a hash-grid field over the block's 3D box plus its occupancy grid.
+
+Rendering a batch of rays: cut each ray by the box (the altitude slab), march through occupied
+cells, evaluate the field at the sample midpoints (normalised to the unit cube), and composite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from birdnerf.field import BlockField, FieldConfig
+from birdnerf.render import OccupancyGrid, march_rays, ray_aabb, render_rays, volume_render
+from birdnerf.render.sampling import PackedSamples
+from birdnerf.render.volume import RenderOutput
+from birdnerf.train.prior import surface_prior
+
+
+@dataclass
+class RenderConfig:
+    """How rays are sampled inside a block's box."""
+
+    steps_per_slab: int = 128
+    """Marching step = the box's height / this (metres per step, fine enough for roofs)."""
+    occupancy_resolution: int = 64
+    """Cells of the occupancy grid along the box's longest side (fewer along the others)."""
+    max_samples_per_ray: int = 256
+    """Cap on occupied samples kept per ray."""
+    early_stop_eps: float = 1e-4
+    """At evaluation, stop a ray once its transmittance falls below this."""
+
+
+class BlockModel(nn.Module):
+    """Field + occupancy grid of one block. ``box`` = (xmin, ymin, zmin, xmax, ymax, zmax)."""
+
+    def __init__(
+        self,
+        box: list[float],
+        field_config: FieldConfig,
+        num_images: int,
+        render: RenderConfig,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.render_config = render
+        self.register_buffer("box", torch.tensor(box, dtype=torch.float32))
+        field_config = dataclasses.replace(field_config, num_images=num_images)
+        self.field = BlockField(field_config, backend=backend)
+        size = [box[3] - box[0], box[4] - box[1], box[5] - box[2]]
+        cell = max(size) / render.occupancy_resolution
+        res = [max(8, min(render.occupancy_resolution, math.ceil(s / cell))) for s in size[:2]]
+        # The slab is thin: give it finer cells vertically, where the surface must be located.
+        res.append(max(16, min(render.occupancy_resolution, math.ceil(4 * size[2] / cell))))
+        self.grid = OccupancyGrid(box, resolution=res)
+        # Cells that may hold the surface (see birdnerf.train.prior); all, until points are given.
+        self.register_buffer("prior", torch.ones(self.grid.resolution, dtype=torch.bool))
+        self.box_height = size[2]
+        # The field's density is per unit of the box's longest side (as in a unit-cube NeRF), so
+        # the air starts nearly transparent whatever the block's size in metres.
+        self.density_scale = 1.0 / max(size)
+        self.step_size = size[2] / render.steps_per_slab
+        self.field_config = field_config
+        self.num_images = num_images
+
+    def to_unit(self, points: Tensor) -> Tensor:
+        """World points (..., 3) -> the box's unit cube [0, 1]^3."""
+        return (points - self.box[:3]) / (self.box[3:] - self.box[:3])
+
+    def set_surface_prior(self, points) -> None:
+        """Bound the occupied cells by the sparse points (M, 3) of the scene (see prior.py)."""
+        self.prior.copy_(surface_prior(points, self.box.tolist(), self.grid.resolution))
+        self.grid.binary &= self.prior
+
+    def update_occupancy(self, step: int, every_n: int, warmup_steps: int, generator=None) -> None:
+        """Refresh the occupancy grid from the field, never re-opening cells the prior rules out."""
+        if self.grid.update(
+            step,
+            self.sigma_world,
+            every_n=every_n,
+            warmup_steps=warmup_steps,
+            step_size=self.step_size,
+            generator=generator,
+        ):
+            self.grid.binary &= self.prior
+
+    def sigma_world(self, points: Tensor) -> Tensor:
+        """Density (M,) in 1/m at world points (M, 3): the occupancy grid's callback."""
+        return self.field.density(self.to_unit(points)) * self.density_scale
+
+    def query(self, points: Tensor, dirs: Tensor, image_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Colour (M, 3) and density (M,) in 1/m at world points (M, 3) seen along ``dirs``."""
+        rgb, sigma = self.field(self.to_unit(points), dirs, image_ids)
+        return rgb, sigma * self.density_scale
+
+    def config_dict(self) -> dict:
+        return {
+            "box": self.box.tolist(),
+            "field": self.field_config.to_dict(),
+            "num_images": self.num_images,
+            "render": asdict(self.render_config),
+        }
+
+    @classmethod
+    def from_config_dict(cls, data: dict, backend: str = "auto") -> BlockModel:
+        return cls(
+            data["box"],
+            FieldConfig.from_dict(data["field"]),
+            int(data["num_images"]),
+            RenderConfig(**data["render"]),
+            backend=backend,
+        )
+
+    def render(
+        self,
+        origins: Tensor,
+        dirs: Tensor,
+        image_ids: Tensor | None,
+        *,
+        stratified: bool = False,
+        background: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        max_total_samples: int | None = None,
+    ) -> tuple[RenderOutput, PackedSamples]:
+        """Render rays (N, 3) in the world frame; returns the output and the samples used.
+
+        ``image_ids`` (N,) pick appearance codes; None uses the codes' mean (novel views).
+        """
+        n = origins.shape[0]
+        t_near, t_far, hit = ray_aabb(origins, dirs, self.box)
+        t_far = torch.where(hit, t_far, t_near)
+        samples = march_rays(
+            origins,
+            dirs,
+            t_near,
+            t_far,
+            self.step_size,
+            self.grid,
+            stratified=stratified,
+            max_samples_per_ray=self.render_config.max_samples_per_ray,
+            max_total_samples=max_total_samples,
+            generator=generator,
+        )
+        ray_idx = samples.ray_indices
+        t_mid = 0.5 * (samples.t_starts + samples.t_ends)
+        points = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
+        ids = None if image_ids is None else image_ids[ray_idx]
+        rgb, sigma = self.query(points, dirs[ray_idx], ids)
+        out = volume_render(sigma, rgb, samples.t_starts, samples.t_ends, ray_idx, n, background)
+        return out, samples
+
+    @torch.no_grad()
+    def render_eval(
+        self, origins: Tensor, dirs: Tensor, image_ids: Tensor | None = None, chunk: int = 16384
+    ) -> RenderOutput:
+        """Render rays (N, 3) without gradients, with early ray termination, in chunks.
+
+        Rays that miss the box get zero opacity. Depth is the distance along the ray (metres).
+        """
+        rgb, opacity, depth = [], [], []
+        for start in range(0, origins.shape[0], chunk):
+            o, d = origins[start : start + chunk], dirs[start : start + chunk]
+            ids = None if image_ids is None else image_ids[start : start + chunk]
+            t_near, t_far, _ = ray_aabb(o, d, self.box)
+
+            def rgb_sigma(
+                t0: Tensor, t1: Tensor, ray_idx: Tensor, o=o, d=d, ids=ids
+            ) -> tuple[Tensor, Tensor]:
+                points = o[ray_idx] + d[ray_idx] * (0.5 * (t0 + t1))[:, None]
+                return self.query(points, d[ray_idx], None if ids is None else ids[ray_idx])
+
+            out = render_rays(
+                o,
+                d,
+                t_near,
+                t_far,
+                rgb_sigma,
+                self.step_size,
+                self.grid,
+                early_stop_eps=self.render_config.early_stop_eps,
+            )
+            rgb.append(out.rgb)
+            opacity.append(out.opacity)
+            depth.append(out.depth)
+        return RenderOutput(torch.cat(rgb), torch.cat(opacity), torch.cat(depth))

@@ -1,0 +1,137 @@
+"""Training every block of a run: in sequence, or in a pool of processes that share the cores.
+
+Blocks are independent, so each can run in its own process (or, later, on its own machine).
+Threads x processes never exceed the cores unless asked: ``jobs`` processes get
+``cores // jobs`` torch threads each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from birdnerf.partition import load_scene, read_partition
+from birdnerf.train import checkpoint as ckpt
+from birdnerf.train.loop import TrainConfig, train_block
+
+MIN_IMAGES = 2
+
+
+@dataclass
+class BlockPlan:
+    block_id: str
+    action: str  # "train", "resume", "skip-done" or "skip-empty"
+
+
+def plan_blocks(run_dir: Path, block_ids: list[str] | None, resume: bool, force: bool) -> list[BlockPlan]:
+    """What to do with each requested block of ``run_dir``."""
+    partition = read_partition(run_dir)
+    ids = block_ids or [b.id for b in partition.blocks]
+    plans = []
+    for block_id in ids:
+        block = partition.block(block_id)
+        folder = ckpt.block_dir(run_dir, block_id)
+        if len(block.images) < MIN_IMAGES:
+            plans.append(BlockPlan(block_id, "skip-empty"))
+        elif (folder / "done.json").exists() and not force:
+            plans.append(BlockPlan(block_id, "skip-done"))
+        elif resume and (folder / "checkpoint.pt").exists() and not force:
+            plans.append(BlockPlan(block_id, "resume"))
+        else:
+            plans.append(BlockPlan(block_id, "train"))
+    return plans
+
+
+def _train_one(run_dir: str, block_id: str, config: dict, resume: bool, threads: int, events) -> dict:
+    """Worker entry point (also used in-process): train one block, report progress to ``events``."""
+    torch.set_num_threads(threads)
+    partition = read_partition(run_dir)
+    scene = load_scene(partition)
+
+    def progress(done: int, total: int, info: dict) -> None:
+        events.put((block_id, done, total, info))
+
+    return train_block(
+        run_dir,
+        scene,
+        partition.block(block_id),
+        TrainConfig.from_dict(config),
+        resume=resume,
+        progress=progress,
+    )
+
+
+class _Inline:
+    """A queue stand-in that calls back at once (sequential mode)."""
+
+    def __init__(self, callback: Callable) -> None:
+        self.callback = callback
+
+    def put(self, item) -> None:
+        self.callback(*item)
+
+
+def train_run(
+    run_dir: str | Path,
+    config: TrainConfig,
+    *,
+    block_ids: list[str] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    resume: bool = True,
+    force: bool = False,
+    on_progress: Callable[[str, int, int, dict], None] | None = None,
+    on_plan: Callable[[list[BlockPlan]], None] | None = None,
+) -> dict[str, dict]:
+    """Train the blocks of ``run_dir`` (all, or ``block_ids``); returns figures per trained block."""
+    run_dir = Path(run_dir)
+    plans = plan_blocks(run_dir, block_ids, resume, force)
+    if on_plan:
+        on_plan(plans)
+    todo = [p for p in plans if p.action in ("train", "resume")]
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(jobs, len(todo) or 1))
+    threads = threads or max(1, cores // jobs)
+    notify = on_progress or (lambda *_: None)
+    results: dict[str, dict] = {}
+    if jobs == 1:
+        for plan in todo:
+            results[plan.block_id] = _train_one(
+                str(run_dir), plan.block_id, config.to_dict(), resume and not force, threads, _Inline(notify)
+            )
+        return results
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        events = manager.Queue()
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(
+                    _train_one,
+                    str(run_dir),
+                    p.block_id,
+                    config.to_dict(),
+                    resume and not force,
+                    threads,
+                    events,
+                ): p.block_id
+                for p in todo
+            }
+            pending = set(futures)
+            while pending:
+                try:
+                    notify(*events.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+                for fut in [f for f in pending if f.done()]:
+                    pending.discard(fut)
+                    results[futures[fut]] = fut.result()
+            while not events.empty():
+                notify(*events.get())
+    return results

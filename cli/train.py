@@ -1,0 +1,83 @@
+"""``birdnerf train``: train one hash-grid NeRF per block."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from birdnerf.progress import console
+from birdnerf.train import TrainConfig, train_run
+from birdnerf_cli.main import app, run
+
+
+@app.command("train")
+def train_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory made by `birdnerf partition`."),
+    block: list[str] = typer.Option(None, "--block", help="Train only this block id (repeatable)."),
+    steps: int = typer.Option(TrainConfig.steps, "--steps", min=1, help="Optimisation steps per block."),
+    rays: int = typer.Option(TrainConfig.rays_per_batch, "--rays", min=64, help="Rays (pixels) per step."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Blocks trained at once, in separate processes."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="Torch threads per job (default: cores / jobs, never more)."
+    ),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="Hash-grid backend: auto, torch (reference), compiled (fast CPU), tcnn (CUDA).",
+    ),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Continue from each block's last checkpoint."
+    ),
+    force: bool = typer.Option(False, "--force", help="Retrain blocks that are already done, from scratch."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (data order, sampling, initialisation)."),
+    checkpoint_every: int = typer.Option(
+        TrainConfig.checkpoint_every, "--checkpoint-every", min=1, help="Steps between checkpoints."
+    ),
+) -> None:
+    """Train every block (or --block ones); finished blocks are skipped, interrupted ones resume."""
+    config = dataclasses.replace(
+        TrainConfig(),
+        steps=steps,
+        rays_per_batch=rays,
+        backend=backend,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+    )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    ) as bars:
+        tasks: dict[str, int] = {}
+
+        def on_plan(plans) -> None:
+            for p in plans:
+                if p.action.startswith("skip"):
+                    console.print(f"{p.block_id}: {p.action.removeprefix('skip-')}, skipped")
+                else:
+                    tasks[p.block_id] = bars.add_task(f"{p.block_id} ({p.action})", total=steps, info="")
+
+        def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
+            text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
+            bars.update(tasks[block_id], completed=done, total=total, info=text)
+
+        results = run(
+            train_run,
+            run_dir,
+            config,
+            block_ids=block or None,
+            jobs=jobs,
+            threads=threads,
+            resume=resume,
+            force=force,
+            on_progress=on_progress,
+            on_plan=on_plan,
+        )
+    trained = [b for b, r in results.items() if r.get("finished")]
+    console.print(f"trained {len(trained)} block(s); checkpoints in {run_dir / 'blocks'}")

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from birdnerf.composite import block_weights, orbit_path, read_camera_path, visible_blocks, write_camera_path
+from birdnerf.composite.path import look_at
+from birdnerf.errors import BirdnerfError
+from birdnerf.partition import PartitionConfig, partition_scene
+from tests.surveys import NADIR, lawnmower
+
+
+@pytest.fixture(scope="module")
+def partition():
+    part = partition_scene(lawnmower(nx=12, ny=12), PartitionConfig(blocks=(3, 3), overlap=0.25))
+    part.frame = {"ground_z": 0.0}
+    return part
+
+
+def test_weights_are_a_partition_of_unity(partition):
+    rng = np.random.default_rng(0)
+    pts = torch.from_numpy(rng.uniform(-60, 180, size=(20000, 2)))
+    w = block_weights(pts, partition)
+    assert w.shape == (20000, 9)
+    assert torch.all(w >= 0)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(20000, dtype=w.dtype))
+
+
+def test_owner_far_inside_a_block_is_that_block(partition):
+    for k, b in enumerate(partition.blocks):
+        center = torch.tensor([[(b.core[0] + b.core[2]) / 2, (b.core[1] + b.core[3]) / 2]])
+        w = block_weights(center, partition)[0]
+        assert w[k] == 1.0 and w.sum() == 1.0
+
+
+def test_weights_blend_smoothly_only_inside_the_overlap(partition):
+    b = partition.blocks[0]  # r00c00; its right edge is shared with r00c01
+    edge = b.core[2]
+    overlap = b.expanded[2] - b.core[2]
+    y = (b.core[1] + b.core[3]) / 2
+    xs = torch.linspace(edge - overlap, edge + overlap, 201, dtype=torch.float64)
+    w = block_weights(torch.stack([xs, torch.full_like(xs, y)], -1), partition)
+    left, right = w[:, 0], w[:, 1]
+    assert torch.all(left[1:] <= left[:-1] + 1e-12)  # monotone hand-over
+    assert left[100] == pytest.approx(0.5)  # half-way at the shared edge
+    assert left[0] == 1.0 and right[-1] == 1.0
+    # Blending happens within half the overlap of the edge: a block never renders beyond
+    # the part of its expanded rectangle that it was trained on.
+    blended = (left > 0) & (right > 0)
+    assert torch.all((xs[blended] - edge).abs() <= 0.5 * overlap + 1e-9)
+
+
+def test_only_blocks_under_the_view_are_visible(partition):
+    scene = lawnmower(nx=1, ny=1)
+    cam = scene.cameras[0]
+    corner = partition.blocks[0]
+    c2w = np.eye(4)
+    c2w[:3, :3] = NADIR
+    c2w[:3, 3] = [corner.core[0] + 5, corner.core[1] + 5, 20.0]  # low, over the first block's corner
+    assert visible_blocks(partition, cam, c2w) == [corner.id]
+    c2w[:3, 3] = [partition.x_edges[1], partition.y_edges[1], 50.0]  # over a 4-block corner
+    assert sorted(visible_blocks(partition, cam, c2w)) == ["r00c00", "r00c01", "r01c00", "r01c01"]
+
+
+def test_camera_path_round_trip(tmp_path, partition):
+    cam = lawnmower(nx=1, ny=1).cameras[0]
+    path = orbit_path(partition, cam, altitude=40.0, frames=6)
+    back = read_camera_path(write_camera_path(tmp_path / "path.json", path))
+    np.testing.assert_allclose(back.c2w, path.c2w, atol=1e-8)
+    assert (back.camera.width, back.camera.height) == (cam.width, cam.height)
+    assert back.camera.fy == pytest.approx(cam.fy)
+    # Every orbit camera looks at the site centre, from 40 m up.
+    np.testing.assert_allclose(path.c2w[:, 2, 3], 40.0)
+    pose = look_at(np.array([0.0, 0.0, 10.0]), np.array([0.0, 0.0, 0.0]))
+    np.testing.assert_allclose(pose[:3, 2], [0, 0, -1])
+
+
+def test_bad_camera_path_is_one_clear_error(tmp_path):
+    bad = tmp_path / "path.json"
+    bad.write_text('{"render_width": 10}')
+    with pytest.raises(BirdnerfError, match="path.json: not a camera path"):
+        read_camera_path(bad)

@@ -1,0 +1,130 @@
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from birdnerf.composite import load_block_model
+from birdnerf.eval.metrics import psnr
+from birdnerf.partition import PartitionConfig, load_scene, partition_dataset, read_partition
+from birdnerf.train import TrainConfig, train_block, train_run
+from birdnerf.train.checkpoint import block_dir, load_tensors
+from birdnerf.train.data import block_rays
+from birdnerf.train.loop import build_model
+from birdnerf.train.prior import surface_prior
+from tests.conftest import MINI_STEPS, mini_train_config
+
+
+def test_training_raises_held_out_psnr_well_above_the_start(mini_runs):
+    run = mini_runs["split"]
+    partition = read_partition(run)
+    scene = load_scene(partition)
+    block = partition.blocks[0]
+    test = block_rays(scene, block, block.test_images)
+    assert len(test) > 1000
+    untrained = build_model(block, mini_train_config(), len(block.images))
+    untrained.set_surface_prior(scene.points)
+    before = psnr(untrained.render_eval(test.origins, test.dirs).rgb, test.rgb)
+    after = psnr(load_block_model(run, block.id).render_eval(test.origins, test.dirs).rgb, test.rgb)
+    assert after > 14.0
+    assert after > before + 5.0
+    done = json.loads((block_dir(run, block.id) / "done.json").read_text())
+    assert done["finished"] and done["step"] == MINI_STEPS
+    rows = [
+        json.loads(line) for line in (block_dir(run, block.id) / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [25, 50, 75, 100, 120]
+    assert rows[-1]["psnr"] > rows[0]["psnr"] + 4.0
+
+
+def test_finished_blocks_are_skipped(mini_runs):
+    plans = []
+    results = train_run(mini_runs["split"], mini_train_config(), on_plan=plans.extend)
+    assert results == {}
+    assert {p.action for p in plans} == {"skip-done"}
+
+
+def test_resume_follows_the_same_trajectory(mini_dataset, tmp_path):
+    config = dataclasses.replace(
+        mini_train_config(),
+        steps=20,
+        checkpoint_every=10,
+        log_every=5,
+        rays_per_batch=256,
+        samples_per_batch=4096,
+    )
+    partition, _ = partition_dataset(mini_dataset, tmp_path / "run", PartitionConfig(blocks=(1, 2)))
+    scene = load_scene(partition)
+    block = partition.blocks[1]
+    train_block(tmp_path / "whole", scene, block, config)
+    stopped = train_block(tmp_path / "cut", scene, block, config, stop_after=10)
+    assert stopped == {"step": 10, "finished": False}
+    train_block(tmp_path / "cut", scene, block, config, resume=True)
+    whole = load_tensors(block_dir(tmp_path / "whole", block.id) / "model.pt")["model"]
+    cut = load_tensors(block_dir(tmp_path / "cut", block.id) / "model.pt")["model"]
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], rtol=0, atol=0, msg=key)
+    lines = (block_dir(tmp_path / "cut", block.id) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [5, 10, 15, 20]
+
+
+def test_a_killed_training_resumes_from_its_checkpoint(mini_dataset, tmp_path):
+    run = tmp_path / "run"
+    partition_dataset(mini_dataset, run, PartitionConfig(blocks=(1, 1)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "birdnerf_cli",
+        "train",
+        str(run),
+        "--steps",
+        "400",
+        "--backend",
+        "torch",
+        "--rays",
+        "64",
+        "--checkpoint-every",
+        "5",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = block_dir(run, "r00c00") / "checkpoint.pt"
+    deadline = time.time() + 400
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "no checkpoint was written before the deadline"
+    step = int(load_tensors(checkpoint)["step"])
+    assert 0 < step < 400
+    assert not (block_dir(run, "r00c00") / "done.json").exists()
+    assert not list(block_dir(run, "r00c00").glob(".*.tmp*"))  # nothing half-written left behind
+    config = dataclasses.replace(TrainConfig(), steps=step + 10, rays_per_batch=256, backend="torch")
+    plans = []
+    train_run(run, config, on_plan=plans.extend)
+    assert [p.action for p in plans] == ["resume"]
+    assert json.loads((block_dir(run, "r00c00") / "done.json").read_text())["step"] == step + 10
+
+
+def test_surface_prior_keeps_a_shell_around_the_points():
+    points = torch.tensor([[5.0, 5.0, 1.0], [5.5, 5.0, 1.2]]).double().numpy()
+    mask = surface_prior(points, [0, 0, -2, 10, 10, 8], (10, 10, 20), radius=1, margin_cells=1.0)
+    z_centers = -2 + (torch.arange(20) + 0.5) * 0.5
+    column = mask[5, 5]
+    assert column[(z_centers - 1.1).abs() < 0.3].all()  # around the points: kept
+    assert not column[z_centers > 3].any() and not column[z_centers < -1].any()  # far above/below: empty
+    assert mask[0, 0].all()  # no points nearby: nothing is ruled out
+
+
+@pytest.mark.parametrize("bad", ["not a checkpoint", b"\x80\x04\x95 pickle"])
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, bad):
+    from birdnerf.errors import BirdnerfError
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(bad.encode() if isinstance(bad, str) else bad)
+    with pytest.raises(BirdnerfError, match="unreadable checkpoint"):
+        load_tensors(path)
