@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from birdnerf.demo import DemoConfig, run_demo
-from birdnerf.progress import console
+from birdnerf.progress import console, format_info
 from birdnerf_cli.evaluate import print_eval
 from birdnerf_cli.main import app, run
 
@@ -48,8 +48,7 @@ def demo_cmd(
             task = bars.add_task(name, total=None, info="")
 
             def on_step(done: int, total: int, info: dict | None = None) -> None:
-                text = "  ".join(f"{k} {v:,.2f}" for k, v in (info or {}).items())
-                bars.update(task, completed=done, total=total, info=text)
+                bars.update(task, completed=done, total=total, info=format_info(info))
 
             return on_step
 

@@ -59,9 +59,10 @@ class BlockModel(nn.Module):
         # Cells that may hold the surface (see birdnerf.train.prior); all, until points are given.
         self.register_buffer("prior", torch.ones(self.grid.resolution, dtype=torch.bool))
         self.box_height = size[2]
-        # The field's density is per unit of the box's longest side (as in a unit-cube NeRF), so
-        # the air starts nearly transparent whatever the block's size in metres.
-        self.density_scale = 1.0 / max(size)
+        # Density is per metre: a fresh field (sigma ~ 1/m) makes the few metres of the surface
+        # shell opaque from the first steps. Scaling it down by the block's size leaves the
+        # surface translucent for hundreds of steps, and the colours saturate to compensate.
+        self.density_scale = 1.0
         self.step_size = size[2] / render.steps_per_slab
         self.field_config = field_config
         self.num_images = num_images
