@@ -23,13 +23,9 @@ console = Console(stderr=True)
 ProgressFn = Callable[[int, int, dict], None]
 
 
-@contextlib.contextmanager
-def bar(description: str, total: int | None = None) -> Iterator[ProgressFn]:
-    """A progress bar; yields a callback that library loops call as ``progress(done, total, info)``.
-
-    ``info`` values (loss, PSNR, rays/s ...) are shown after the bar.
-    """
-    progress = Progress(
+def bars() -> Progress:
+    """A rich progress display with the package's columns; add one task per bar."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -39,6 +35,15 @@ def bar(description: str, total: int | None = None) -> Iterator[ProgressFn]:
         console=console,
         transient=False,
     )
+
+
+@contextlib.contextmanager
+def bar(description: str, total: int | None = None) -> Iterator[ProgressFn]:
+    """A progress bar; yields a callback that library loops call as ``progress(done, total, info)``.
+
+    ``info`` values (loss, PSNR, rays/s ...) are shown after the bar.
+    """
+    progress = bars()
     with progress:
         task = progress.add_task(description, total=total, info="")
 

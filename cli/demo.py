@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from birdnerf.demo import DemoConfig, run_demo
+from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
 from birdnerf_cli.evaluate import print_eval
 from birdnerf_cli.main import app, run
@@ -25,14 +25,7 @@ def demo_cmd(
 ) -> None:
     """Sample scene -> partition -> train -> eval -> fly-over video, then print where everything is."""
     config = DemoConfig(steps=steps, jobs=jobs, seed=seed)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    ) as bars:
+    with progress_bars() as bars:
 
         def on_stage(name: str):
             if name == "train":

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.train import TrainConfig, train_run
 from birdnerf_cli.main import app, run
@@ -46,14 +46,7 @@ def train_cmd(
         seed=seed,
         checkpoint_every=checkpoint_every,
     )
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    ) as bars:
+    with progress_bars() as bars:
         tasks: dict[str, int] = {}
 
         def on_plan(plans) -> None:
