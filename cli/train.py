@@ -33,6 +33,11 @@ def train_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="Retrain blocks that are already done, from scratch."),
     seed: int = typer.Option(0, "--seed", help="Random seed (data order, sampling, initialisation)."),
+    surface_prior: bool = typer.Option(
+        True,
+        "--surface-prior/--no-surface-prior",
+        help="Limit sampling to a shell around the sparse points (faster; can cut surfaces they miss).",
+    ),
     checkpoint_every: int = typer.Option(
         TrainConfig.checkpoint_every, "--checkpoint-every", min=1, help="Steps between checkpoints."
     ),
@@ -45,6 +50,7 @@ def train_cmd(
         backend=backend,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        surface_prior=surface_prior,
     )
     with progress_bars() as bars:
         tasks: dict[str, int] = {}

@@ -40,6 +40,8 @@ class TrainConfig:
     mlp_lr: float = 1e-3
     """Learning rate of the MLPs and appearance codes (same schedule)."""
     mlp_weight_decay: float = 1e-6
+    surface_prior: bool = True
+    """Bound the occupancy grid by the sparse points (see birdnerf.train.prior)."""
     distortion_weight: float = 1e-3
     """Weight of the distortion regulariser (removes floaters)."""
     occupancy_every: int = 16
@@ -112,7 +114,8 @@ def train_block(
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
     model = build_model(block, config, num_images=len(block.images))
-    model.set_surface_prior(scene.points)
+    if config.surface_prior:
+        model.set_surface_prior(scene.points)
     optimizer = make_optimizer(model, config)
     half = config.steps // 2
 
