@@ -19,7 +19,12 @@ import numpy as np
 
 from birdnerf.errors import BirdnerfError
 from birdnerf.scene.camera import Camera
-from birdnerf.scene.colmap_binary import read_binary_model, write_binary_model
+from birdnerf.scene.colmap_binary import (
+    read_cameras_binary,
+    read_images_binary,
+    read_points_binary,
+    write_binary_model,
+)
 from birdnerf.scene.colmap_model import (
     ColmapImage,
     ColmapModel,
@@ -28,12 +33,17 @@ from birdnerf.scene.colmap_model import (
     camera_to_colmap,
     colmap_pose,
 )
-from birdnerf.scene.colmap_text import read_text_model, write_text_model
+from birdnerf.scene.colmap_text import read_cameras_text, read_images_text, read_points_text, write_text_model
 from birdnerf.scene.scene import Scene, holdout_split, resolve_inside
 
 ModelFormat = Literal["auto", "binary", "text"]
 MODEL_PARTS = ("cameras", "images", "points3D")
 SUFFIXES = {"binary": ".bin", "text": ".txt"}
+# (cameras, images, points3D) readers of each format.
+READERS = {
+    "binary": (read_cameras_binary, read_images_binary, read_points_binary),
+    "text": (read_cameras_text, read_images_text, read_points_text),
+}
 # Files COLMAP 3.12+ writes beside a model; they describe the old model once it is rewritten.
 RIG_PARTS = ("rigs", "frames")
 UNCOLOURED_POINT = 128
@@ -81,8 +91,14 @@ def read_colmap_model(model_dir: str | Path, model_format: ModelFormat = "auto")
     missing = [p.name for p in (cameras, images) if not p.is_file()]
     if missing:
         raise BirdnerfError(f"no {fmt} COLMAP model here (missing {', '.join(missing)})", model_dir)
-    read = read_binary_model if fmt == "binary" else read_text_model
-    return read(cameras, images, points if points.is_file() else None)
+    readers = READERS[fmt]
+    model = ColmapModel(
+        cameras=readers[0](cameras), images=readers[1](images), sources={"cameras": cameras, "images": images}
+    )
+    if points.is_file():
+        model.points, model.point_colors = readers[2](points)
+        model.sources["points3D"] = points
+    return model
 
 
 def read_colmap(model_dir: str | Path, images_dir: str | Path, model_format: ModelFormat = "auto") -> Scene:

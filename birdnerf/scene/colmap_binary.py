@@ -139,19 +139,6 @@ def read_points_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return xyz[order], rgb[order]
 
 
-def read_binary_model(cameras: Path, images: Path, points: Path | None) -> ColmapModel:
-    """Read a binary model from its three files (``points`` may be None: no points)."""
-    model = ColmapModel(
-        cameras=read_cameras_binary(cameras),
-        images=read_images_binary(images),
-        sources={"cameras": cameras, "images": images},
-    )
-    if points is not None:
-        model.points, model.point_colors = read_points_binary(points)
-        model.sources["points3D"] = points
-    return model
-
-
 def write_binary_model(model: ColmapModel, model_dir: Path) -> None:
     """Write ``cameras.bin``, ``images.bin`` and ``points3D.bin`` into ``model_dir``, atomically.
 

@@ -155,19 +155,6 @@ def read_points_text(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return points, colors
 
 
-def read_text_model(cameras: Path, images: Path, points: Path | None) -> ColmapModel:
-    """Read a text model from its three files (``points`` may be None: no points)."""
-    model = ColmapModel(
-        cameras=read_cameras_text(cameras),
-        images=read_images_text(images),
-        sources={"cameras": cameras, "images": images},
-    )
-    if points is not None:
-        model.points, model.point_colors = read_points_text(points)
-        model.sources["points3D"] = points
-    return model
-
-
 def write_text_model(model: ColmapModel, model_dir: Path) -> None:
     """Write ``cameras.txt``, ``images.txt`` and ``points3D.txt`` into ``model_dir``, atomically.
 

@@ -48,7 +48,7 @@ class TrainConfig:
     """Refresh the occupancy grid every this many steps."""
     occupancy_warmup: int = 64
     """Steps during which every occupancy cell is re-evaluated."""
-    checkpoint_every: int = 200
+    checkpoint_every: int = 50
     log_every: int = 25
     seed: int = 0
     backend: str = "auto"
