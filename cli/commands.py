@@ -4,8 +4,10 @@ from birdnerf_cli import (  # noqa: F401
     demo,
     evaluate,
     import_data,
+    info,
     partition,
     render,
     sample_data,
     train,
+    update,
 )

@@ -41,6 +41,13 @@ def train_cmd(
     checkpoint_every: int = typer.Option(
         TrainConfig.checkpoint_every, "--checkpoint-every", min=1, help="Steps between checkpoints."
     ),
+    max_minutes: float = typer.Option(
+        None,
+        "--max-minutes",
+        min=0.01,
+        help="Stop each block after this many minutes of training, or at --steps if sooner "
+        "(the learning rate then decays over the second half of the time).",
+    ),
 ) -> None:
     """Train every block (or --block ones); finished blocks are skipped, interrupted ones resume."""
     config = dataclasses.replace(
@@ -51,6 +58,7 @@ def train_cmd(
         seed=seed,
         checkpoint_every=checkpoint_every,
         surface_prior=surface_prior,
+        max_seconds=None if max_minutes is None else 60.0 * max_minutes,
     )
     with progress_bars() as bars:
         tasks: dict[str, int] = {}

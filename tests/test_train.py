@@ -11,7 +11,7 @@ import torch
 from birdnerf.composite import load_block_model
 from birdnerf.eval.metrics import psnr
 from birdnerf.partition import PartitionConfig, load_scene, partition_dataset, read_partition
-from birdnerf.train import TrainConfig, train_block, train_run
+from birdnerf.train import RenderConfig, TrainConfig, train_block, train_run
 from birdnerf.train.checkpoint import block_dir, load_tensors
 from birdnerf.train.data import block_rays
 from birdnerf.train.loop import build_model
@@ -128,3 +128,77 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, bad):
     path.write_bytes(bad.encode() if isinstance(bad, str) else bad)
     with pytest.raises(BirdnerfError, match="unreadable checkpoint"):
         load_tensors(path)
+
+
+def _tiny_config() -> TrainConfig:
+    """A few cheap steps (a coarse occupancy grid: its first full update dominates short runs)."""
+    return dataclasses.replace(
+        mini_train_config(),
+        steps=12,
+        checkpoint_every=6,
+        log_every=4,
+        rays_per_batch=256,
+        samples_per_batch=4096,
+        render=RenderConfig(occupancy_resolution=16),
+    )
+
+
+def _deterministic_rows(run, block_id: str) -> list[dict]:
+    """Logged rows without the timing columns."""
+    lines = (block_dir(run, block_id) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if not k.endswith("_per_s")} for x in lines]
+
+
+def test_parallel_jobs_train_every_block_like_a_sequential_run(mini_dataset, tmp_path):
+    """Two spawned workers (one torch thread each) give the same blocks, bit for bit, as a
+    sequential run with one thread: training is seeded per block and shares no state."""
+    config = _tiny_config()
+    runs = {}
+    threads_before = torch.get_num_threads()
+    events: dict[str, list[int]] = {}
+    try:
+        for jobs in (1, 2):
+            run = tmp_path / f"jobs{jobs}"
+            partition_dataset(mini_dataset, run, PartitionConfig(blocks=(1, 2)))
+            progress = (
+                (lambda b, done, total, info: events.setdefault(b, []).append(done)) if jobs == 2 else None
+            )
+            runs[jobs] = (run, train_run(run, config, jobs=jobs, threads=1, on_progress=progress))
+    finally:
+        torch.set_num_threads(threads_before)
+    (seq_run, seq), (par_run, par) = runs[1], runs[2]
+    ids = [b.id for b in read_partition(par_run).blocks]
+    assert len(ids) == 2 and sorted(par) == sorted(seq) == sorted(ids)
+    assert {b: steps[-1] for b, steps in events.items()} == {b: config.steps for b in ids}  # via the queue
+    for block_id in ids:
+        assert par[block_id]["finished"] and par[block_id]["step"] == config.steps
+        untimed = ("seconds",)
+        assert {k: v for k, v in par[block_id].items() if k not in untimed} == {
+            k: v for k, v in seq[block_id].items() if k not in untimed
+        }
+        assert (block_dir(par_run, block_id) / "done.json").exists()
+        assert _deterministic_rows(par_run, block_id) == _deterministic_rows(seq_run, block_id)
+        a = load_tensors(block_dir(seq_run, block_id) / "model.pt")["model"]
+        b = load_tensors(block_dir(par_run, block_id) / "model.pt")["model"]
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_max_seconds_ends_training_like_the_last_step(mini_dataset, tmp_path):
+    config = dataclasses.replace(_tiny_config(), steps=10**6, max_seconds=0.5)
+    run = tmp_path / "run"
+    partition, _ = partition_dataset(mini_dataset, run, PartitionConfig(blocks=(1, 1)))
+    result = train_block(run, load_scene(partition), partition.blocks[0], config)
+    folder = block_dir(run, partition.blocks[0].id)
+    assert result["finished"] and result["stopped_by"] == "time"
+    assert 0 < result["step"] < config.steps and result["seconds"] >= 0.5 and result["rays_trained"] > 0
+    assert json.loads((folder / "done.json").read_text()) == result
+    assert load_tensors(folder / "checkpoint.pt")["step"] == result["step"]
+    assert (folder / "model.pt").exists()
+    last_row = _deterministic_rows(run, partition.blocks[0].id)[-1]
+    assert last_row["step"] == result["step"]
+    assert last_row["lr"] == pytest.approx(config.lr * config.lr_decay)  # decayed over the time, not steps
+    plans = []
+    assert train_run(run, config, on_plan=plans.extend) == {}
+    assert [p.action for p in plans] == ["skip-done"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from birdnerf.partition.manifest import Partition
+from birdnerf.partition.manifest import Block, Partition
 
 
 def smoothstep(x: Tensor) -> Tensor:
@@ -45,20 +45,22 @@ def axis_weights(values: Tensor, edges: list[float], half_widths: list[float]) -
 
 
 def blend_half_widths(partition: Partition, fraction: float) -> tuple[list[float], list[float]]:
-    """Half-widths of the blend bands at interior x and y edges: ``fraction`` of the overlap there."""
+    """Half-widths of the blend bands at interior x and y edges: ``fraction`` of the overlap there.
+
+    The grid may have holes (an update adds blocks only where new photos are), so each edge's
+    overlap is read from any block of the columns (rows) on its two sides.
+    """
     rows, cols = len(partition.y_edges) - 1, len(partition.x_edges) - 1
-    grid = {(b.row, b.col): b for b in partition.blocks}
+    in_col = {b.col: b for b in reversed(partition.blocks)}
+    in_row = {b.row: b for b in reversed(partition.blocks)}
 
-    def overlap_x(c: int) -> float:  # overlap of column c to its right neighbour
-        b = grid[(0, c)]
-        return min(b.expanded[2] - b.core[2], grid[(0, c + 1)].core[0] - grid[(0, c + 1)].expanded[0])
+    def overlap(lo: Block | None, hi: Block | None, axis: int) -> float:
+        if lo is None or hi is None:  # an empty row or column: no block there to blend with
+            return 0.0
+        return min(lo.expanded[2 + axis] - lo.core[2 + axis], hi.core[axis] - hi.expanded[axis])
 
-    def overlap_y(r: int) -> float:
-        b = grid[(r, 0)]
-        return min(b.expanded[3] - b.core[3], grid[(r + 1, 0)].core[1] - grid[(r + 1, 0)].expanded[1])
-
-    hx = [fraction * overlap_x(c) for c in range(cols - 1)]
-    hy = [fraction * overlap_y(r) for r in range(rows - 1)]
+    hx = [fraction * overlap(in_col.get(c), in_col.get(c + 1), 0) for c in range(cols - 1)]
+    hy = [fraction * overlap(in_row.get(r), in_row.get(r + 1), 1) for r in range(rows - 1)]
     return hx, hy
 
 
@@ -66,9 +68,15 @@ def block_weights(points: Tensor, partition: Partition, fraction: float = 0.5) -
     """(..., B) blending weights of every block of ``partition`` at bird-view ``points`` (..., 2).
 
     Block order is ``partition.blocks``; each row sums to one; a point deep inside a block's
-    core gets weight 1 for that block.
+    core gets weight 1 for that block. Blocks too small to train get no weight: their share goes
+    to the neighbours (a point that only such blocks cover gets none at all).
     """
     hx, hy = blend_half_widths(partition, fraction)
     wx = axis_weights(points[..., 0], partition.x_edges, hx)  # (..., cols)
     wy = axis_weights(points[..., 1], partition.y_edges, hy)  # (..., rows)
-    return torch.stack([wy[..., b.row] * wx[..., b.col] for b in partition.blocks], dim=-1)
+    w = torch.stack([wy[..., b.row] * wx[..., b.col] for b in partition.blocks], dim=-1)
+    if all(b.trainable for b in partition.blocks):
+        return w
+    w = w * torch.tensor([b.trainable for b in partition.blocks], dtype=w.dtype)
+    total = w.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, w / total.clamp_min(1e-12), w)

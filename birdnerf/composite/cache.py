@@ -8,13 +8,16 @@ from pathlib import Path
 import torch
 
 from birdnerf.errors import BirdnerfError
+from birdnerf.partition.manifest import Block
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.model import BlockModel
 
 
-def load_block_model(run_dir: str | Path, block_id: str, device: torch.device | str = "cpu") -> BlockModel:
+def load_block_model(
+    run_dir: str | Path, block_id: str, device: torch.device | str = "cpu", revision: int = 1
+) -> BlockModel:
     """The finished model of one block (``config.json`` + ``model.pt``, tensors only)."""
-    folder = ckpt.block_dir(run_dir, block_id)
+    folder = ckpt.block_dir(run_dir, block_id, revision)
     if not (folder / "done.json").exists():
         raise BirdnerfError(f"block {block_id} is not trained yet (run `birdnerf train`)", folder)
     config = ckpt.read_json(folder / "config.json")
@@ -33,16 +36,19 @@ class BlockCache:
         self.loads: list[str] = []
         self._models: OrderedDict[str, BlockModel] = OrderedDict()
 
-    def get(self, block_id: str) -> BlockModel:
-        if block_id in self._models:
-            self._models.move_to_end(block_id)
-            return self._models[block_id]
-        model = load_block_model(self.run_dir, block_id, self.device)
+    def get(self, block: Block | str) -> BlockModel:
+        """The model of ``block`` (a manifest block, or an id: revision 1)."""
+        block_id, revision = (block, 1) if isinstance(block, str) else (block.id, block.revision)
+        key = (block_id, revision)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        model = load_block_model(self.run_dir, block_id, self.device, revision)
         self.loads.append(block_id)
-        self._models[block_id] = model
+        self._models[key] = model
         if len(self._models) > self.capacity:
             self._models.popitem(last=False)
         return model
 
     def __contains__(self, block_id: str) -> bool:
-        return block_id in self._models
+        return any(key[0] == block_id for key in self._models)

@@ -10,7 +10,7 @@ the pixels they now own. Only blocks with non-zero weight are ever loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ class ViewRender:
         block_map: (H, W) index into ``partition.blocks`` of the block with the largest weight.
         blocks: ids of the blocks that rendered any pixel.
         reassigned: pixels whose owning block changed in the depth-guided pass.
+        weights: final blend weight (H, W) of each block in ``blocks``; ``rgb`` is the sum over
+            blocks of weight x the block's colour. Weights come from depths, which appearance
+            codes do not change, so they hold for any codes (see :mod:`birdnerf.eval.appearance`).
     """
 
     rgb: Tensor
@@ -44,6 +47,7 @@ class ViewRender:
     block_map: Tensor
     blocks: list[str]
     reassigned: int
+    weights: dict[str, Tensor] = field(default_factory=dict)
 
 
 class _Renders:
@@ -94,16 +98,23 @@ def render_view(
     *,
     depth_guided: bool = True,
     blend_fraction: float = 0.5,
+    appearance: dict[str, Tensor] | None = None,
 ) -> ViewRender:
-    """Render camera (``cam``, ``c2w`` OpenCV camera-to-world in the run's frame) from the blocks."""
+    """Render camera (``cam``, ``c2w`` OpenCV camera-to-world in the run's frame) from the blocks.
+
+    ``appearance`` maps block ids to an appearance code (A,) for that block's rays (e.g. codes
+    fitted to a held-out photo); blocks not in it use the mean of their photos' codes. The cached
+    models are not changed.
+    """
+    codes = appearance or {}
     ground_z = float(partition.frame["ground_z"])
     origins, dirs = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64))
     origins, dirs = origins.reshape(-1, 3).float(), dirs.reshape(-1, 3).float()
     renders = _Renders(origins.shape[0])
 
     def render(b: int, mask: Tensor):
-        model = cache.get(partition.blocks[b].id)
-        return model.render_eval(origins[mask], dirs[mask])
+        block = partition.blocks[b]
+        return cache.get(block).render_eval(origins[mask], dirs[mask], appearance=codes.get(block.id))
 
     def composite(weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         for b in torch.nonzero(weights.amax(dim=0) > MIN_WEIGHT).flatten().tolist():
@@ -132,4 +143,5 @@ def render_view(
         block_map=weights.argmax(dim=1).reshape(h, w),
         blocks=[partition.blocks[b].id for b in sorted(renders.out)],
         reassigned=reassigned,
+        weights={partition.blocks[b].id: weights[:, b].reshape(h, w) for b in sorted(renders.out)},
     )

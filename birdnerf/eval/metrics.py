@@ -56,8 +56,8 @@ def ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None, size: int = 1
     return float(m.mean()) if m.numel() else float("nan")
 
 
-def lpips_available() -> str | None:
-    """None if LPIPS can be computed offline here, else why not (never downloads weights)."""
+def lpips_unavailable_reason() -> str | None:
+    """Why LPIPS cannot be computed here, or None if it can (never downloads weights)."""
     try:
         import lpips  # noqa: F401
     except ImportError:

@@ -1,14 +1,19 @@
 """The eval stage: held-out photos rendered from the blocks and scored, per photo and per block.
 
-Besides whole-image PSNR/SSIM, pixels are split by where their ray meets the ground: a
+Besides PSNR/SSIM per photo, pixels are split by where their ray meets the ground: a
 *boundary band* within ``band_m`` of an interior block edge (where blocks hand over, so seams
 would show) versus block *interiors*. Similar scores in both mean the seams do not show.
+
+Two protocols choose the held-out photos' appearance codes (``appearance``): ``mean`` renders
+with the mean of the training photos' codes and scores whole images; ``fit-left`` is
+Mega-NeRF's: codes fitted on each photo's left half (:mod:`birdnerf.eval.appearance`), every
+figure (photo, block, band, interior) computed on the right half only.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,8 @@ from birdnerf.composite.outputs import save_view
 from birdnerf.composite.stage import view_stem
 from birdnerf.composite.view import render_view
 from birdnerf.errors import BirdnerfError
-from birdnerf.eval.metrics import lpips_available, psnr, ssim
+from birdnerf.eval.appearance import AppearanceFit, fit_appearance, left_width
+from birdnerf.eval.metrics import lpips_unavailable_reason, psnr, ssim
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import Partition
 from birdnerf.progress import ProgressFn
@@ -54,21 +60,37 @@ def edge_distance(points: torch.Tensor, partition: Partition) -> torch.Tensor:
     return torch.minimum(dx, dy)
 
 
+APPEARANCE_PROTOCOLS = ("mean", "fit-left")
+"""``mean``: mean code, whole image scored. ``fit-left``: codes fitted on the left half, right half scored."""
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
     band_m: float | None = None,
     save_renders: bool = True,
     progress: ProgressFn | None = None,
+    appearance: str = "mean",
+    fit: AppearanceFit | None = None,
 ) -> dict:
     """Score every test photo of the run; writes ``RUN/eval.json`` and returns its content.
 
     ``band_m`` is the half-width of the boundary band (default: the blend band, half the overlap).
+    ``appearance`` is the protocol (:data:`APPEARANCE_PROTOCOLS`); ``fit`` sets the ``fit-left``
+    optimisation (default :class:`AppearanceFit`); its saved renders use the fitted codes. The
+    result records both, and ``scored_region`` (``whole-image`` or ``right-half``) says which
+    pixels every score (per photo, per block, band, interior) covers.
     """
+    if appearance not in APPEARANCE_PROTOCOLS:
+        raise BirdnerfError(f"unknown appearance protocol {appearance!r}; choose mean or fit-left")
+    fit = fit or AppearanceFit()
+    fitting = appearance == "fit-left"
     run_dir = Path(run_dir)
     partition = read_partition(run_dir)
     scene = load_scene(partition)
-    tests = scene.indices("test")
+    retired = set(partition.retired)  # older photos of an area an update replaced
+    names = scene.names
+    tests = [i for i in scene.indices("test") if names[i] not in retired]
     if not tests:
         raise BirdnerfError("the dataset has no test photos to evaluate", partition.dataset)
     if band_m is None:
@@ -81,21 +103,28 @@ def evaluate_run(
     for k, i in enumerate(tests):
         cam, c2w, name = scene.cameras[i], scene.c2w[i], scene.names[i]
         view = render_view(partition, cache, cam, c2w)
+        target = torch.from_numpy(load_rgb(scene.image_paths[i], cam)).float() / 255.0
+        first = 0  # first scored column
+        if fitting:
+            codes = fit_appearance(partition, cache, cam, c2w, target, view.weights, fit)
+            view = render_view(partition, cache, cam, c2w, appearance=codes)
+            first = left_width(cam.width)
         if save_renders:
             save_view(run_dir / "renders" / "test", view_stem(name), view)
-        target = torch.from_numpy(load_rgb(scene.image_paths[i], cam)).float() / 255.0
-        err = ((view.rgb - target) ** 2).mean(dim=-1)  # (H, W)
-        o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64))
+        pred, truth = view.rgb[:, first:], target[:, first:]
+        err = ((pred - truth) ** 2).mean(dim=-1)  # (H, scored columns)
+        o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[:, first:])
         near_edge = edge_distance(ground_points(o, d, partition.frame["ground_z"]), partition) <= band_m
         boundary.add(err[near_edge])
         interior.add(err[~near_edge])
+        block_map = view.block_map[:, first:]
         for b, pool in enumerate(per_block.values()):
-            pool.add(err[view.block_map == b])
+            pool.add(err[block_map == b])
         per_photo.append(
             {
                 "name": name,
-                "psnr": psnr(view.rgb, target),
-                "ssim": ssim(view.rgb, target),
+                "psnr": psnr(pred, truth),
+                "ssim": ssim(pred, truth),
                 "blocks": view.blocks,
                 "reassigned_pixels": view.reassigned,
             }
@@ -104,10 +133,13 @@ def evaluate_run(
             progress(k + 1, len(tests), {"PSNR": per_photo[-1]["psnr"]})
     result = {
         "n_test_photos": len(tests),
+        "appearance": appearance,
+        "appearance_fit": asdict(fit) if fitting else None,
+        "scored_region": "right-half" if fitting else "whole-image",
         "psnr": float(np.mean([p["psnr"] for p in per_photo])),
         "ssim": float(np.mean([p["ssim"] for p in per_photo])),
         "lpips": None,
-        "lpips_unavailable": lpips_available(),
+        "lpips_unavailable": lpips_unavailable_reason(),
         "boundary_band_m": band_m,
         "psnr_boundary": boundary.psnr(),
         "psnr_interior": interior.psnr(),

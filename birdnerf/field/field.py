@@ -215,6 +215,30 @@ class BlockField(nn.Module):
             return _compiled_density((x,), (*grid_args, _weights(self.density_mlp), bound))[0]
         return _density_head(self.encoding(x), x, _weights(self.density_mlp), bound)[0]
 
+    def color_features(self, x_unit: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        """Density sigma (N,) and the colour MLP's inputs other than the appearance code (N, C).
+
+        Neither depends on the code, so fitting a code with the field frozen computes them once
+        and then only :meth:`color` per step (see :mod:`birdnerf.eval.appearance`).
+        """
+        x = self._check(x_unit, dirs)
+        sigma, geo = _density_head(self.encoding(x), x, _weights(self.density_mlp), self.config.density_clamp)
+        sh = spherical_harmonics(F.normalize(dirs.to(x.dtype), dim=-1), self.config.sh_degree)
+        return sigma, torch.cat([geo, sh], dim=-1)
+
+    def color(self, features: Tensor, appearance_code: Tensor | None = None) -> Tensor:
+        """Colour (N, 3) from :meth:`color_features` (N, C) and a code (A,) or (N, A).
+
+        None -> the mean code, as :meth:`forward` with neither ``image_ids`` nor a code.
+        """
+        n = features.shape[0]
+        if appearance_code is not None and self.config.uses_appearance:
+            app = appearance_code.to(features.dtype).expand(n, -1)
+        else:
+            app = self.appearance(None, n)
+        parts = [features] if app is None else [features, app]
+        return torch.sigmoid(_mlp(torch.cat(parts, dim=-1), _weights(self.color_mlp)))
+
     def forward(
         self,
         x_unit: Tensor,

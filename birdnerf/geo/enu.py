@@ -93,6 +93,18 @@ def enu_to_geodetic(enu: np.ndarray, origin: GeoPoint) -> tuple[np.ndarray, np.n
     return ecef_to_geodetic(ecef)
 
 
+def enu_to_enu(source: GeoPoint, target: GeoPoint) -> np.ndarray:
+    """(4, 4) rigid transform from the ENU frame at ``source`` to the ENU frame at ``target``."""
+    shift = geodetic_to_ecef(source.lat, source.lon, source.alt) - geodetic_to_ecef(
+        target.lat, target.lon, target.alt
+    )
+    rot_t = enu_rotation(target.lat, target.lon)
+    out = np.eye(4)
+    out[:3, :3] = rot_t @ enu_rotation(source.lat, source.lon).T
+    out[:3, 3] = rot_t @ shift
+    return out
+
+
 def mean_origin(lat: np.ndarray, lon: np.ndarray, alt: np.ndarray) -> GeoPoint:
     """The geodetic point under the mean ECEF position of the given points (their "centre")."""
     centre = geodetic_to_ecef(lat, lon, alt).reshape(-1, 3).mean(axis=0)

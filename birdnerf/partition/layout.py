@@ -18,8 +18,13 @@ from birdnerf.errors import BirdnerfError
 
 
 def block_id(row: int, col: int) -> str:
-    """Stable, sortable id of the block at grid (row, col), e.g. ``r00c03``."""
-    return f"r{row:02d}c{col:02d}"
+    """Stable id of the block at grid (row, col), e.g. ``r00c03``; ``m`` marks a negative index
+    (``r00cm01``: a column added left of the first by an update)."""
+
+    def index(v: int) -> str:
+        return f"m{-v:02d}" if v < 0 else f"{v:02d}"
+
+    return f"r{index(row)}c{index(col)}"
 
 
 def choose_shape(n_photos: int, width: float, height: float, images_per_block: int) -> tuple[int, int]:

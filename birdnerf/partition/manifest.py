@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from birdnerf.errors import BirdnerfError
 SCHEMA = "birdnerf.partition"
 SCHEMA_VERSION = 1
 MANIFEST = "partition.json"
+BLOCK_ID = re.compile(r"r(m?\d+)c(m?\d+)")
+MIN_IMAGES = 2
+"""Blocks with fewer training photos are not trained and never render."""
 
 
 @dataclass
@@ -36,6 +40,12 @@ class PartitionConfig:
     """Margin added above and below the altitude range of a block's 3D box (fraction of range)."""
 
 
+def block_folder(block_id: str, revision: int = 1) -> str:
+    """A block's folder relative to the run: ``blocks/<id>``, or ``blocks/<id>.v<N>`` when an
+    update (manifest version N) retrained it; older folders stay, so versions can be restored."""
+    return f"blocks/{block_id}" if revision == 1 else f"blocks/{block_id}.v{revision}"
+
+
 @dataclass
 class Block:
     """One block: the region it owns, the region it trains on, and its photos."""
@@ -49,6 +59,16 @@ class Block:
     images: list[str]  # training photos (dataset-relative names)
     test_images: list[str]  # held-out photos that see the block
     stats: dict = field(default_factory=dict)
+    revision: int = 1
+    """Manifest version whose training wrote this block's model (its folder, see ``folder``)."""
+
+    @property
+    def folder(self) -> str:
+        return block_folder(self.id, self.revision)
+
+    @property
+    def trainable(self) -> bool:
+        return len(self.images) >= MIN_IMAGES
 
 
 @dataclass
@@ -62,6 +82,12 @@ class Partition:
     y_edges: list[float]
     blocks: list[Block]
     version: int = 1  # manifest version, bumped by updates
+    sources: list[dict] = field(default_factory=list)
+    """Datasets added by updates: ``{"path", "prefix", "load_transform", "version"}`` each."""
+    change: dict = field(default_factory=dict)
+    """What made this version: kind, time, blocks touched, photos added and removed."""
+    retired: list[str] = field(default_factory=list)
+    """Photos superseded by newer ones of the same area (no block trains on or scores them)."""
 
     def block(self, block_id: str) -> Block:
         for b in self.blocks:
@@ -120,6 +146,9 @@ def read_partition(run_dir: str | Path) -> Partition:
             cfg["blocks"] = tuple(cfg["blocks"])
         config = PartitionConfig(**{f.name: cfg[f.name] for f in fields(PartitionConfig) if f.name in cfg})
         blocks = [Block(**b) for b in data["blocks"]]
+        for b in blocks:  # ids and revisions name folders: they must not reach outside the run
+            if not BLOCK_ID.fullmatch(str(b.id)) or not isinstance(b.revision, int) or b.revision < 1:
+                raise BirdnerfError(f"bad block id or revision ({b.id!r}, {b.revision!r})", path)
         return Partition(
             dataset=data["dataset"],
             config=config,
@@ -128,6 +157,9 @@ def read_partition(run_dir: str | Path) -> Partition:
             y_edges=data["y_edges"],
             blocks=blocks,
             version=data.get("version", 1),
+            sources=data.get("sources", []),
+            change=data.get("change", {}),
+            retired=data.get("retired", []),
         )
     except (KeyError, TypeError) as err:
         raise BirdnerfError(f"manifest is missing or has a bad field ({err})", path) from None

@@ -12,7 +12,7 @@ from birdnerf.partition.footprint import Footprints, compute_footprints
 from birdnerf.partition.layout import block_id, choose_shape, core_cell, coverage, expanded_rects, grid_edges
 from birdnerf.partition.manifest import Block, Partition, PartitionConfig
 from birdnerf.scene.frame import FrameEstimate, to_world_frame
-from birdnerf.scene.scene import Scene
+from birdnerf.scene.scene import Scene, merge_scenes
 
 
 def altitude_range(scene: Scene, rect: list[float], altitude: float, margin: float) -> tuple[float, float]:
@@ -51,7 +51,7 @@ def partition_scene(scene: Scene, config: PartitionConfig, dataset: str = "") ->
         raise BirdnerfError(f"block grid {rows}x{cols} must have at least one row and column", dataset)
     x_edges, y_edges = grid_edges(fp.center[train], bounds, rows, cols, dataset)
     expanded = expanded_rects(x_edges, y_edges, config.overlap, config.overlap_m)
-    members = _assign(fp, x_edges, y_edges, expanded, config.min_coverage)
+    members = assign_photos(fp, x_edges, y_edges, expanded, config.min_coverage)
     names = scene.names
     altitude = float(np.median(fp.altitude))
     core_row, core_col = core_cell(fp.center, x_edges, y_edges)
@@ -84,7 +84,7 @@ def partition_scene(scene: Scene, config: PartitionConfig, dataset: str = "") ->
     )
 
 
-def _assign(
+def assign_photos(
     fp: Footprints, x_edges: np.ndarray, y_edges: np.ndarray, expanded: np.ndarray, min_coverage: float
 ) -> dict[int, dict[int, float]]:
     """block index -> {photo index: fraction of its pixels in the block's expanded rectangle}."""
@@ -161,7 +161,18 @@ def partition_dataset(
 
 
 def load_scene(partition: Partition) -> Scene:
-    """The partition's dataset, read again and placed in the partition's world frame."""
+    """The partition's dataset, read again and placed in the partition's world frame, followed by
+    the photos of the datasets that updates added (named ``<prefix>/<name>``)."""
     from birdnerf.scene.load import load_dataset
 
-    return apply_frame(load_dataset(partition.dataset), partition.frame)
+    base = apply_frame(load_dataset(partition.dataset), partition.frame)
+    if not partition.sources:
+        return base
+    added = [
+        (
+            apply_frame(load_dataset(s["path"]), {**partition.frame, "load_transform": s["load_transform"]}),
+            s["prefix"],
+        )
+        for s in partition.sources
+    ]
+    return merge_scenes(base, added)

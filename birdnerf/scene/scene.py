@@ -46,6 +46,8 @@ class Scene:
         is_world_frame: True when the frame is z-up with the ground on x/y (bird view).
         geo: optional geographic reference (e.g. {"lat": .., "lon": .., "alt": ..}).
         source: which reader produced the scene.
+        image_names: stable ids of the photos, when they are not their paths relative to
+            ``root`` (a scene merged from several datasets, see :func:`merge_scenes`).
     """
 
     root: Path
@@ -61,6 +63,7 @@ class Scene:
     is_world_frame: bool = False
     geo: dict | None = None
     source: str = ""
+    image_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.c2w = np.asarray(self.c2w, dtype=np.float64)
@@ -76,6 +79,8 @@ class Scene:
     @property
     def names(self) -> list[str]:
         """Image paths relative to the dataset root, with forward slashes (stable ids)."""
+        if self.image_names is not None:
+            return list(self.image_names)
         prefix = str(self.root).rstrip("/") + "/"
         paths = [str(p) for p in self.image_paths]
         if all(p.startswith(prefix) for p in paths):  # fast path: string slicing, no pathlib
@@ -102,6 +107,7 @@ class Scene:
             c2w=self.c2w[indices],
             split=[self.split[i] for i in indices],
             depth_paths=[self.depth_paths[i] for i in indices] if self.depth_paths else None,
+            image_names=[self.image_names[i] for i in indices] if self.image_names else None,
         )
 
     def transformed(self, transform: np.ndarray) -> Scene:
@@ -139,6 +145,33 @@ class Scene:
                 raise BirdnerfError(problem, path)
         if not self.indices("train"):
             raise BirdnerfError("the dataset has no training photos", self.root)
+
+
+def merge_scenes(base: Scene, added: list[tuple[Scene, str]]) -> Scene:
+    """One scene of ``base``'s photos followed by each added scene's, all in ``base``'s frame.
+
+    Photos of an added scene are named ``<prefix>/<name>`` so that names stay unique; the frame,
+    root, ground and geographic reference are ``base``'s; sparse points are pooled.
+    """
+    scenes = [base] + [scene for scene, _ in added]
+    names = base.names + [f"{prefix}/{n}" for scene, prefix in added for n in scene.names]
+    if len(set(names)) != len(names):
+        raise ValueError("merged scenes have duplicate photo names")
+    points = [s.points for s in scenes if s.points is not None and len(s.points)]
+    colors = [s.point_colors for s in scenes if s.points is not None and len(s.points)]
+    return replace(
+        base,
+        image_paths=[p for s in scenes for p in s.image_paths],
+        cameras=[c for s in scenes for c in s.cameras],
+        c2w=np.concatenate([s.c2w for s in scenes]),
+        split=[x for s in scenes for x in s.split],
+        points=np.concatenate(points) if points else None,
+        point_colors=np.concatenate(colors) if colors and all(c is not None for c in colors) else None,
+        depth_paths=[p for s in scenes for p in s.depth_paths]
+        if all(s.depth_paths for s in scenes)
+        else None,
+        image_names=names,
+    )
 
 
 def resolve_inside(root: Path, relative: str, source: Path) -> Path:

@@ -16,10 +16,12 @@ import torch
 
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
+from birdnerf.partition.manifest import block_folder
 
 
-def block_dir(run_dir: str | Path, block_id: str) -> Path:
-    return Path(run_dir) / "blocks" / block_id
+def block_dir(run_dir: str | Path, block_id: str, revision: int = 1) -> Path:
+    """Folder of a block's files (see :func:`birdnerf.partition.manifest.block_folder`)."""
+    return Path(run_dir) / block_folder(block_id, revision)
 
 
 def save_tensors(path: Path, data: dict) -> None:

@@ -48,6 +48,11 @@ class TrainConfig:
     """Refresh the occupancy grid every this many steps."""
     occupancy_warmup: int = 64
     """Steps during which every occupancy cell is re-evaluated."""
+    max_seconds: float | None = None
+    """Stop once this many seconds of training have passed, as if ``steps`` had ended (final model
+    and ``done.json``); the learning rate then also decays over the second half of this time.
+    Counted over the optimisation steps (a compile in the first steps included, loading the
+    block's rays not) and carried across resumes. None: ``steps`` alone ends training."""
     checkpoint_every: int = 50
     log_every: int = 25
     seed: int = 0
@@ -70,6 +75,12 @@ class TrainConfig:
 
 def psnr(mse: float) -> float:
     return -10.0 * math.log10(max(mse, 1e-10))
+
+
+def decay_factor(progress: float, decay: float) -> float:
+    """Learning-rate factor at ``progress`` (0..1) of a time budget: 1 for the first half, then
+    exponential down to ``decay`` at the end."""
+    return 1.0 if progress < 0.5 else decay ** min(1.0, (progress - 0.5) / 0.5)
 
 
 def make_optimizer(model: BlockModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -97,14 +108,19 @@ def train_block(
     resume: bool = True,
     progress: ProgressFn | None = None,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
-    """Train ``block`` and write its files under ``run_dir/blocks/<id>/``; returns final figures.
+    """Train ``block`` and write its files under ``run_dir/<block.folder>/``; returns final figures.
 
     With ``resume``, training continues from the last checkpoint and follows the same
     trajectory as an uninterrupted run (data order, sampling and optimiser state are restored).
     ``stop_after`` ends the run early after that step (for tests of interruption).
+    ``config.max_seconds`` ends it when its time is spent, which no resume can replay exactly.
+    ``init_from`` is the folder of a finished model of the same block (same box) to fine-tune
+    from (see :func:`init_from_model`); the occupancy grid then starts open and is first pruned
+    after ``occupancy_warmup`` steps, so that new geometry can grow where the old field was empty.
     """
-    out = ckpt.block_dir(run_dir, block.id)
+    out = ckpt.block_dir(run_dir, block.id, block.revision)
     out.mkdir(parents=True, exist_ok=True)
     rays = block_rays(scene, block, block.images)
     if len(rays) == 0:
@@ -118,9 +134,13 @@ def train_block(
         model.set_surface_prior(scene.points)
     optimizer = make_optimizer(model, config)
     half = config.steps // 2
+    clock = _Clock(config.max_seconds)
 
     def lr_factor(step: int) -> float:
-        return 1.0 if step < half else config.lr_decay ** ((step - half) / max(config.steps - half, 1))
+        by_steps = 1.0 if step < half else config.lr_decay ** ((step - half) / max(config.steps - half, 1))
+        if config.max_seconds is None:
+            return by_steps
+        return min(by_steps, decay_factor(clock.progress, config.lr_decay))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(config.seed)
@@ -134,16 +154,27 @@ def train_block(
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         start = int(state["step"])
+        clock.resume(float(state.get("seconds", 0.0)), int(state.get("rays", 0)))
         ckpt.truncate_metrics(out / "metrics.jsonl", start)
     else:
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    atomic.write_json(out / "config.json", _config_record(model, config, block, rays))
+        if init_from is not None:
+            init_from_model(model, Path(init_from), block.images)
+    hold = config.occupancy_warmup if init_from is not None else 0
+    record = _config_record(model, config, block, rays)
+    record["init_from"] = None if init_from is None else Path(init_from).name
+    atomic.write_json(out / "config.json", record)
 
     rows, t_log, n_log = [], time.perf_counter(), 0
     sum_mse, sum_samples, sum_rays = 0.0, 0, 0
     last = config.steps if stop_after is None else min(config.steps, stop_after)
+    done = start
+    clock.start()
     for step in range(start, last):
-        model.update_occupancy(step, config.occupancy_every, config.occupancy_warmup, generator)
+        if clock.out_of_time:  # the step before ended on time, or a resumed run had none left
+            break
+        if step >= hold:
+            model.update_occupancy(step - hold, config.occupancy_every, config.occupancy_warmup, generator)
         batch = torch.randint(len(rays), (config.rays_per_batch,), generator=generator)
         out_rays, samples = model.render(
             rays.origins[batch],
@@ -154,6 +185,7 @@ def train_block(
             max_total_samples=config.samples_per_batch,
         )
         kept = samples.ray_kept
+        n_kept = int(kept.sum())
         mse = torch.mean((out_rays.rgb[kept] - rays.rgb[batch][kept]) ** 2)
         loss = mse
         n_samples = int(samples.ray_indices.numel())
@@ -165,13 +197,15 @@ def train_block(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        clock.tick(n_kept)
         scheduler.step()
         sum_mse += float(mse.detach())
         sum_samples += n_samples
-        sum_rays += int(kept.sum())
+        sum_rays += n_kept
         n_log += 1
         done = step + 1
-        if done % config.log_every == 0 or done == last:
+        final = done == last or clock.out_of_time
+        if done % config.log_every == 0 or final:
             elapsed = time.perf_counter() - t_log
             row = {
                 "step": done,
@@ -187,7 +221,7 @@ def train_block(
             if progress:
                 progress(done, config.steps, {k: row[k] for k in ("psnr", "rays_per_s")})
             t_log, n_log, sum_mse, sum_samples, sum_rays = time.perf_counter(), 0, 0.0, 0, 0
-        if done % config.checkpoint_every == 0 or done == last:
+        if done % config.checkpoint_every == 0 or final:
             ckpt.append_metrics(out / "metrics.jsonl", rows)
             rows = []
             ckpt.save_tensors(
@@ -198,14 +232,88 @@ def train_block(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
+                    "seconds": clock.seconds,
+                    "rays": clock.rays,
                 },
             )
-    if last < config.steps:
-        return {"step": last, "finished": False}
+    if done < config.steps and not clock.out_of_time:
+        return {"step": done, "finished": False}
     ckpt.save_tensors(out / "model.pt", {"model": model.state_dict()})
-    result = {"step": config.steps, "finished": True, "n_rays": len(rays), "n_images": len(block.images)}
+    result = {
+        "step": done,
+        "finished": True,
+        "stopped_by": "time" if done < config.steps else "steps",
+        "n_rays": len(rays),
+        "n_images": len(block.images),
+        "seconds": clock.seconds,
+        "rays_trained": clock.rays,
+    }
     atomic.write_json(out / "done.json", result)
     return result
+
+
+class _Clock:
+    """Training seconds and rays, carried across resumes, against an optional time budget."""
+
+    def __init__(self, max_seconds: float | None) -> None:
+        self.max_seconds = max_seconds
+        self.before, self.seconds, self.rays = 0.0, 0.0, 0
+        self.t0 = time.perf_counter()
+
+    def resume(self, seconds: float, rays: int) -> None:
+        self.before, self.seconds, self.rays = seconds, seconds, rays
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def tick(self, rays: int) -> None:
+        self.seconds = self.before + time.perf_counter() - self.t0
+        self.rays += rays
+
+    @property
+    def progress(self) -> float:
+        """Share of the time budget spent (0 without a budget)."""
+        return 0.0 if self.max_seconds is None else self.seconds / max(self.max_seconds, 1e-9)
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.max_seconds is not None and self.seconds >= self.max_seconds
+
+
+APPEARANCE = "field.appearance_embedding.weight"
+
+
+def init_from_model(model: BlockModel, folder: Path, images: list[str]) -> None:
+    """Start ``model`` from the finished model in ``folder`` (an earlier version of its block).
+
+    The field's weights are copied; each photo keeps its appearance code, and new photos start
+    from the mean code; the occupancy grid and surface prior stay fresh (the scene changed).
+    Raises BirdnerfError when the old model has another box or architecture.
+    """
+    old = ckpt.read_json(folder / "config.json")
+    if _architecture(old["model"]) != _architecture(model.config_dict()):
+        raise BirdnerfError("cannot fine-tune: the model there has another box or architecture", folder)
+    weights = ckpt.load_tensors(folder / "model.pt")["model"]
+    state = model.state_dict()
+    for key, value in weights.items():
+        if key.startswith("grid.") or key == "prior" or key == APPEARANCE:
+            continue
+        state[key] = value
+    if APPEARANCE in weights and APPEARANCE in state:
+        codes, old_rows = weights[APPEARANCE], {n: i for i, n in enumerate(old["images"])}
+        new = codes.mean(dim=0).expand_as(state[APPEARANCE]).clone()
+        for i, name in enumerate(images):
+            if name in old_rows:
+                new[i] = codes[old_rows[name]]
+        state[APPEARANCE] = new
+    model.load_state_dict(state)
+
+
+def _architecture(config: dict) -> dict:
+    """A model configuration without its photo count (fine-tuning may add photos)."""
+    config = json.loads(json.dumps(config))
+    config["num_images"] = config["field"]["num_images"] = 0
+    return config
 
 
 def _check_same_model(config_path: Path, model: BlockModel) -> None:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from birdnerf.field import BlockField, FieldConfig
 from birdnerf.render import OccupancyGrid, march_rays, ray_aabb, render_rays, volume_render
 from birdnerf.render.sampling import PackedSamples
-from birdnerf.render.volume import RenderOutput
+from birdnerf.render.volume import RenderOutput, accumulate_along_rays, render_weights
 from birdnerf.train.prior import surface_prior
 
 
@@ -32,6 +32,23 @@ class RenderConfig:
     """Cap on occupied samples kept per ray."""
     early_stop_eps: float = 1e-4
     """At evaluation, stop a ray once its transmittance falls below this."""
+
+
+@dataclass
+class FrozenRays:
+    """Rays of a block reduced to what appearance codes cannot change (:meth:`BlockModel.freeze`).
+
+    Attributes:
+        weights: (S,) volume-rendering weight of each sample.
+        ray_indices: (S,) the ray of each sample.
+        features: (S, C) colour-MLP inputs of each sample other than the code.
+        n_rays: number of rays N.
+    """
+
+    weights: Tensor
+    ray_indices: Tensor
+    features: Tensor
+    n_rays: int
 
 
 class BlockModel(nn.Module):
@@ -92,9 +109,14 @@ class BlockModel(nn.Module):
         """Density (M,) in 1/m at world points (M, 3): the occupancy grid's callback."""
         return self.field.density(self.to_unit(points)) * self.density_scale
 
-    def query(self, points: Tensor, dirs: Tensor, image_ids: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Colour (M, 3) and density (M,) in 1/m at world points (M, 3) seen along ``dirs``."""
-        rgb, sigma = self.field(self.to_unit(points), dirs, image_ids)
+    def query(
+        self, points: Tensor, dirs: Tensor, image_ids: Tensor | None, appearance: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Colour (M, 3) and density (M,) in 1/m at world points (M, 3) seen along ``dirs``.
+
+        ``appearance`` (A,), if given, is the code of every sample instead of ``image_ids``' codes.
+        """
+        rgb, sigma = self.field(self.to_unit(points), dirs, image_ids, appearance_code=appearance)
         return rgb, sigma * self.density_scale
 
     def config_dict(self) -> dict:
@@ -155,11 +177,18 @@ class BlockModel(nn.Module):
 
     @torch.no_grad()
     def render_eval(
-        self, origins: Tensor, dirs: Tensor, image_ids: Tensor | None = None, chunk: int = 16384
+        self,
+        origins: Tensor,
+        dirs: Tensor,
+        image_ids: Tensor | None = None,
+        chunk: int = 16384,
+        appearance: Tensor | None = None,
     ) -> RenderOutput:
         """Render rays (N, 3) without gradients, with early ray termination, in chunks.
 
         Rays that miss the box get zero opacity. Depth is the distance along the ray (metres).
+        ``image_ids`` pick codes as in :meth:`render`; ``appearance`` (A,) is one code for every
+        ray instead (e.g. one fitted to a held-out photo).
         """
         rgb, opacity, depth = [], [], []
         for start in range(0, origins.shape[0], chunk):
@@ -171,7 +200,7 @@ class BlockModel(nn.Module):
                 t0: Tensor, t1: Tensor, ray_idx: Tensor, o=o, d=d, ids=ids
             ) -> tuple[Tensor, Tensor]:
                 points = o[ray_idx] + d[ray_idx] * (0.5 * (t0 + t1))[:, None]
-                return self.query(points, d[ray_idx], None if ids is None else ids[ray_idx])
+                return self.query(points, d[ray_idx], None if ids is None else ids[ray_idx], appearance)
 
             out = render_rays(
                 o,
@@ -187,3 +216,28 @@ class BlockModel(nn.Module):
             opacity.append(out.opacity)
             depth.append(out.depth)
         return RenderOutput(torch.cat(rgb), torch.cat(opacity), torch.cat(depth))
+
+    @torch.no_grad()
+    def freeze(self, origins: Tensor, dirs: Tensor) -> FrozenRays:
+        """March and weigh rays (N, 3) once, for :meth:`render_frozen` with any appearance code.
+
+        Samples as :meth:`render_eval` does (deterministic, samples behind transmittance
+        ``early_stop_eps`` dropped), so colours agree with it to about that tolerance.
+        """
+        t_near, t_far, hit = ray_aabb(origins, dirs, self.box)
+        t_far = torch.where(hit, t_far, t_near)
+        samples = march_rays(origins, dirs, t_near, t_far, self.step_size, self.grid)
+        ray_idx = samples.ray_indices
+        points = origins[ray_idx] + dirs[ray_idx] * (0.5 * (samples.t_starts + samples.t_ends))[:, None]
+        sigma, features = self.field.color_features(self.to_unit(points), dirs[ray_idx])
+        weights, transmittance = render_weights(
+            sigma * self.density_scale, samples.t_starts, samples.t_ends, ray_idx
+        )
+        keep = transmittance >= self.render_config.early_stop_eps
+        return FrozenRays(weights[keep], ray_idx[keep], features[keep], origins.shape[0])
+
+    def render_frozen(self, rays: FrozenRays, appearance: Tensor | None = None) -> Tensor:
+        """Colours (N, 3) of :meth:`freeze`'d rays with code ``appearance`` (A,) (None: the mean);
+        differentiable in ``appearance``. One colour-MLP pass: no marching, no hash grid."""
+        rgb = self.field.color(rays.features, appearance)
+        return accumulate_along_rays(rays.weights, rgb, rays.ray_indices, rays.n_rays)

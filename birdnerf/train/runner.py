@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from birdnerf.partition import load_scene, read_partition
+from birdnerf.partition.manifest import MANIFEST
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig, train_block
-
-MIN_IMAGES = 2
 
 
 @dataclass
@@ -30,15 +29,17 @@ class BlockPlan:
     action: str  # "train", "resume", "skip-done" or "skip-empty"
 
 
-def plan_blocks(run_dir: Path, block_ids: list[str] | None, resume: bool, force: bool) -> list[BlockPlan]:
-    """What to do with each requested block of ``run_dir``."""
-    partition = read_partition(run_dir)
+def plan_blocks(
+    run_dir: Path, block_ids: list[str] | None, resume: bool, force: bool, manifest: Path | None = None
+) -> list[BlockPlan]:
+    """What to do with each requested block of ``run_dir`` (as ``manifest`` lists them, if given)."""
+    partition = read_partition(manifest or run_dir)
     ids = block_ids or [b.id for b in partition.blocks]
     plans = []
     for block_id in ids:
         block = partition.block(block_id)
-        folder = ckpt.block_dir(run_dir, block_id)
-        if len(block.images) < MIN_IMAGES:
+        folder = ckpt.block_dir(run_dir, block_id, block.revision)
+        if not block.trainable:
             plans.append(BlockPlan(block_id, "skip-empty"))
         elif (folder / "done.json").exists() and not force:
             plans.append(BlockPlan(block_id, "skip-done"))
@@ -49,10 +50,19 @@ def plan_blocks(run_dir: Path, block_ids: list[str] | None, resume: bool, force:
     return plans
 
 
-def _train_one(run_dir: str, block_id: str, config: dict, resume: bool, threads: int, events) -> dict:
+def _train_one(
+    run_dir: str,
+    manifest: str,
+    block_id: str,
+    config: dict,
+    resume: bool,
+    threads: int,
+    events,
+    init_from: str | None = None,
+) -> dict:
     """Worker entry point (also used in-process): train one block, report progress to ``events``."""
     torch.set_num_threads(threads)
-    partition = read_partition(run_dir)
+    partition = read_partition(manifest)
     scene = load_scene(partition)
 
     def progress(done: int, total: int, info: dict) -> None:
@@ -65,6 +75,7 @@ def _train_one(run_dir: str, block_id: str, config: dict, resume: bool, threads:
         TrainConfig.from_dict(config),
         resume=resume,
         progress=progress,
+        init_from=init_from,
     )
 
 
@@ -89,10 +100,18 @@ def train_run(
     force: bool = False,
     on_progress: Callable[[str, int, int, dict], None] | None = None,
     on_plan: Callable[[list[BlockPlan]], None] | None = None,
+    manifest: Path | None = None,
+    init_from: dict[str, Path] | None = None,
 ) -> dict[str, dict]:
-    """Train the blocks of ``run_dir`` (all, or ``block_ids``); returns figures per trained block."""
+    """Train the blocks of ``run_dir`` (all, or ``block_ids``); returns figures per trained block.
+
+    ``manifest`` trains the blocks as another manifest file lists them (an update's staged
+    version); ``init_from`` maps block ids to finished models to fine-tune from.
+    """
     run_dir = Path(run_dir)
-    plans = plan_blocks(run_dir, block_ids, resume, force)
+    manifest = Path(manifest) if manifest else run_dir / MANIFEST
+    init_from = {k: str(v) for k, v in (init_from or {}).items()}
+    plans = plan_blocks(run_dir, block_ids, resume, force, manifest)
     if on_plan:
         on_plan(plans)
     todo = [p for p in plans if p.action in ("train", "resume")]
@@ -104,7 +123,14 @@ def train_run(
     if jobs == 1:
         for plan in todo:
             results[plan.block_id] = _train_one(
-                str(run_dir), plan.block_id, config.to_dict(), resume and not force, threads, _Inline(notify)
+                str(run_dir),
+                str(manifest),
+                plan.block_id,
+                config.to_dict(),
+                resume and not force,
+                threads,
+                _Inline(notify),
+                init_from.get(plan.block_id),
             )
         return results
     ctx = mp.get_context("spawn")
@@ -115,11 +141,13 @@ def train_run(
                 pool.submit(
                     _train_one,
                     str(run_dir),
+                    str(manifest),
                     p.block_id,
                     config.to_dict(),
                     resume and not force,
                     threads,
                     events,
+                    init_from.get(p.block_id),
                 ): p.block_id
                 for p in todo
             }

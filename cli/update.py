@@ -1,0 +1,105 @@
+"""``birdnerf update``: add photos of a changed area; retrain only the blocks they touch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from birdnerf.progress import bars as progress_bars
+from birdnerf.progress import console
+from birdnerf.update import UpdateOptions, rollback, update_run
+from birdnerf_cli.main import app, run
+
+
+@app.command("update")
+def update_cmd(
+    run_dir: Path = typer.Argument(..., help="A trained run directory."),
+    add: Path = typer.Option(
+        None,
+        "--add",
+        help="Dataset with the new photos (any layout `partition` reads), in the run's frame or "
+        "georeferenced (ENU), so it can be brought into it.",
+    ),
+    from_scratch: bool = typer.Option(
+        False, "--from-scratch", help="Retrain touched blocks from a fresh field instead of fine-tuning."
+    ),
+    replace_older: bool = typer.Option(
+        False,
+        "--replace-older",
+        help="Drop older photos of the changed area (where the new photos look) from the touched "
+        "blocks, so the area shows its new state.",
+    ),
+    steps: int = typer.Option(
+        None,
+        "--steps",
+        min=1,
+        help="Steps per retrained block (default: the run's steps; half of them when fine-tuning).",
+    ),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=1, help="Blocks retrained at once, in separate processes."
+    ),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="Torch threads per job (default: cores / jobs)."
+    ),
+    rollback_to: int = typer.Option(
+        None,
+        "--rollback",
+        min=1,
+        help="Instead of adding photos, restore this manifest version (see `birdnerf info`) as a new "
+        "version. Nothing is retrained: every version keeps its block folders.",
+    ),
+    rollback_previous: bool = typer.Option(
+        False, "--rollback-previous", help="Restore the version before the current one."
+    ),
+) -> None:
+    """Add new photos to a trained run, retraining only the blocks they touch (a new version)."""
+    if rollback_to is not None or rollback_previous:
+        if add is not None:
+            raise typer.BadParameter("use either --add or --rollback, not both")
+        restored = run(rollback, run_dir, rollback_to)
+        console.print(
+            f"version {restored.version}: restored version {restored.change['restores']} of {run_dir}",
+            highlight=False,
+        )
+        return
+    if add is None:
+        raise typer.BadParameter("give --add DATA (new photos) or --rollback VERSION")
+    options = UpdateOptions(from_scratch=from_scratch, replace_older=replace_older, steps=steps)
+    with progress_bars() as bars:
+        tasks: dict[str, int] = {}
+
+        def on_plan(plan) -> None:
+            console.print(
+                f"version {plan.partition.version}: {len(plan.added)} new photos, "
+                f"{len(plan.removed)} older ones dropped; untouched blocks: "
+                f"{len(plan.partition.blocks) - len(plan.retrain)}",
+                highlight=False,
+            )
+            for block_id, mode in plan.retrain.items():
+                tasks[block_id] = bars.add_task(f"{block_id} ({mode})", total=None, info="")
+            if plan.unused:
+                console.print(
+                    f"[yellow]{len(plan.unused)} new photos are in no block (too few beyond the grid)[/]"
+                )
+
+        def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
+            text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
+            bars.update(tasks[block_id], completed=done, total=total, info=text)
+
+        plan = run(
+            update_run,
+            run_dir,
+            add,
+            options,
+            jobs=jobs,
+            threads=threads,
+            on_plan=on_plan,
+            on_progress=on_progress,
+        )
+    seconds = plan.partition.change.get("seconds", 0.0)
+    console.print(
+        f"version {plan.partition.version} is current: retrained {len(plan.retrain)} block(s) in "
+        f"{seconds:.0f} s; `birdnerf info {run_dir}` shows the history",
+        highlight=False,
+    )
