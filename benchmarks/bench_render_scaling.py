@@ -79,7 +79,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/birdnerf-scaling"))
-    parser.add_argument("--steps", type=int, default=3, help="training steps per block (timing only)")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per block")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--render-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -47,6 +47,9 @@ def partition_cmd(
         max=1.0,
         help="Fraction of a photo's pixels a block must see to use it.",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Re-partition a run that has trained blocks: deletes its blocks and history."
+    ),
 ) -> None:
     """Partition a survey into blocks on the ground plane; writes RUN/partition.json and RUN/partition.png."""
     config = PartitionConfig(
@@ -56,7 +59,7 @@ def partition_cmd(
         overlap_m=overlap_m,
         min_coverage=min_coverage,
     )
-    partition, scene = run(partition_dataset, data, out, config)
+    partition, scene = run(partition_dataset, data, out, config, force=force)
     table = Table(title=f"{len(partition.blocks)} blocks over {len(scene)} photos")
     for col in ("block", "core (x0, y0, x1, y1)", "z range", "train", "test", "core-owned"):
         table.add_column(col, justify="right" if col in ("train", "test", "core-owned") else "left")

@@ -128,3 +128,17 @@ def test_world_frame_recovers_a_tilted_scaled_survey():
     to_tilted = messy @ np.linalg.inv(world.world_from_input)
     back = to_tilted @ np.column_stack([world.centers, np.ones(len(world))]).T
     np.testing.assert_allclose(back[:3].T, tilted.centers, atol=1e-9)
+
+
+def test_repartitioning_a_trained_run_needs_force(mini_dataset, tmp_path):
+    from birdnerf.partition import partition_dataset
+
+    run = tmp_path / "run"
+    partition_dataset(mini_dataset, run, PartitionConfig(blocks=(1, 2)))
+    (run / "blocks" / "r00c00").mkdir(parents=True)
+    partition_dataset(mini_dataset, run, PartitionConfig(blocks=(1, 2)))  # the same blocks: fine
+    with pytest.raises(BirdnerfError, match="already has trained blocks"):
+        partition_dataset(mini_dataset, run, PartitionConfig(blocks=(2, 2)))
+    assert len(json.loads((run / "partition.json").read_text())["blocks"]) == 2  # untouched
+    partition, _ = partition_dataset(mini_dataset, run, PartitionConfig(blocks=(2, 2)), force=True)
+    assert len(partition.blocks) == 4 and not (run / "blocks").exists()

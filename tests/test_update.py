@@ -291,3 +291,20 @@ def test_cli_info_and_rollback(run, site):
     assert as_json["version"] == 3 and [h["kind"] for h in as_json["history"]][-1] == "rollback"
     bad = cli.invoke(app, ["update", str(run), "--rollback", "7"])
     assert bad.exit_code == 1 and "cannot roll back" in bad.output
+
+
+def test_georeferenced_photos_are_moved_into_the_runs_enu_frame(site_data):
+    from birdnerf.update.update import source_transform
+
+    raw = load_dataset(site_data["changed"])
+    base_geo = {"frame": "ENU", "lat": 50.82, "lon": -0.137, "alt": 10.0}
+    load = np.diag([1.0, 1.0, 1.0, 1.0])
+    load[:3, 3] = [5.0, -2.0, 0.5]
+    frame = {"load_transform": load.tolist()}
+    assert np.array_equal(source_transform(frame, base_geo, raw), load)  # no geo: the run's frame
+    raw.geo = {"frame": "ENU", "lat": 50.8205, "lon": -0.1365, "alt": 12.0}
+    moved = source_transform(frame, base_geo, raw)
+    origin = GeoPoint(raw.geo["lat"], raw.geo["lon"], raw.geo["alt"])
+    # The new dataset's origin lands where the run's ENU frame puts that geodetic point.
+    expected = geodetic_to_enu(origin.lat, origin.lon, origin.alt, GeoPoint(50.82, -0.137, 10.0))
+    np.testing.assert_allclose(moved[:3, 3], expected + load[:3, 3], atol=1e-6)

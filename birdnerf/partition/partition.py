@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,13 +135,15 @@ def dataset_label(path: Path) -> str:
 
 
 def partition_dataset(
-    data: str | Path, run_dir: str | Path, config: PartitionConfig | None = None
+    data: str | Path, run_dir: str | Path, config: PartitionConfig | None = None, *, force: bool = False
 ) -> tuple[Partition, Scene]:
     """Read a dataset, find its world frame, partition it, write ``partition.json`` and the map.
 
+    A run that already holds trained blocks or updates is only re-partitioned identically, unless
+    ``force``: then its blocks and history are deleted first (they belong to the old blocks).
     Returns the partition and the scene in the world frame.
     """
-    from birdnerf.partition.manifest import write_partition
+    from birdnerf.partition.manifest import MANIFEST, read_partition, to_json, write_partition
     from birdnerf.partition.plot import plot_partition
     from birdnerf.scene.load import load_dataset
 
@@ -149,6 +152,20 @@ def partition_dataset(
     partition = partition_scene(scene, config, dataset=dataset_label(Path(data)))
     partition.frame = frame
     run_dir = Path(run_dir)
+    owned = [run_dir / "blocks", run_dir / "history", run_dir / "partition.staged.json"]
+    if (run_dir / MANIFEST).exists() and any(p.exists() for p in owned):
+        if force:
+            for path in owned:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        elif to_json(read_partition(run_dir)) != to_json(partition):
+            raise BirdnerfError(
+                "this run already has trained blocks or updates for another partition; "
+                "use a new run directory, or --force to delete them",
+                run_dir,
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_partition(run_dir, partition)
     plot_partition(
