@@ -24,12 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birdnerf.composite import BlockCache, render_view
-from birdnerf.eval.metrics import psnr
+from birdnerf.eval import score_dataset
 from birdnerf.partition import partition_dataset, read_partition, write_partition
-from birdnerf.partition.partition import apply_frame
-from birdnerf.scene.images import load_rgb
-from birdnerf.scene.load import load_dataset
 from birdnerf.synthetic import generate_sample_scene
 from birdnerf.train import TrainConfig, train_run
 from birdnerf.update import UpdateOptions, update_run
@@ -37,15 +33,7 @@ from birdnerf.update import UpdateOptions, update_run
 
 def changed_area_psnr(run: Path, changed: Path) -> float:
     """Mean PSNR of the changed corner's held-out photos, rendered from the run's current blocks."""
-    partition = read_partition(run)
-    scene = apply_frame(load_dataset(changed), partition.frame)
-    cache = BlockCache(run, capacity=16)
-    scores = []
-    for i in scene.indices("test"):
-        view = render_view(partition, cache, scene.cameras[i], scene.c2w[i])
-        target = torch.from_numpy(load_rgb(scene.image_paths[i])).float() / 255
-        scores.append(psnr(view.rgb, target))
-    return float(np.mean(scores))
+    return float(np.mean(score_dataset(run, changed)))
 
 
 def timed(fn, *args, **kwargs) -> float:

@@ -13,6 +13,16 @@ from birdnerf.train import TrainConfig, train_run
 from birdnerf_cli.main import app, run
 
 
+def block_progress(bars, tasks: dict[str, int]):
+    """The ``on_progress`` callback of block training: one bar per block with PSNR and rays/s."""
+
+    def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
+        text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
+        bars.update(tasks[block_id], completed=done, total=total, info=text)
+
+    return on_progress
+
+
 @app.command("train")
 def train_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory made by `birdnerf partition`."),
@@ -70,10 +80,7 @@ def train_cmd(
                 else:
                     tasks[p.block_id] = bars.add_task(f"{p.block_id} ({p.action})", total=steps, info="")
 
-        def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
-            text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
-            bars.update(tasks[block_id], completed=done, total=total, info=text)
-
+        on_progress = block_progress(bars, tasks)
         results = run(
             train_run,
             run_dir,

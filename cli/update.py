@@ -10,6 +10,7 @@ from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.update import UpdateOptions, rollback, update_run
 from birdnerf_cli.main import app, run
+from birdnerf_cli.train import block_progress
 
 
 @app.command("update")
@@ -83,10 +84,7 @@ def update_cmd(
                     f"[yellow]{len(plan.unused)} new photos are in no block (too few beyond the grid)[/]"
                 )
 
-        def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
-            text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
-            bars.update(tasks[block_id], completed=done, total=total, info=text)
-
+        on_progress = block_progress(bars, tasks)
         plan = run(
             update_run,
             run_dir,

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from birdnerf.composite import BlockCache, render_view
 from birdnerf.errors import BirdnerfError
-from birdnerf.eval.metrics import psnr
+from birdnerf.eval import score_dataset
 from birdnerf.geo.enu import GeoPoint, enu_to_enu, enu_to_geodetic, geodetic_to_enu
 from birdnerf.partition import PartitionConfig, load_scene, partition_dataset, read_partition
-from birdnerf.scene.images import load_rgb
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.nerfstudio import write_transforms
 from birdnerf.update import UpdateOptions, list_versions, prepare_update, rollback, run_info, update_run
@@ -94,18 +91,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 def _changed_area_psnr(run: Path, changed: Path) -> float:
     """Mean PSNR of the changed corner's held-out photos rendered from the run's current blocks."""
-    partition = read_partition(run)
-    scene = load_dataset(changed)
-    from birdnerf.partition.partition import apply_frame
-
-    scene = apply_frame(scene, partition.frame)
-    cache = BlockCache(run)
-    values = []
-    for i in scene.indices("test"):
-        view = render_view(partition, cache, scene.cameras[i], scene.c2w[i])
-        target = torch.from_numpy(load_rgb(scene.image_paths[i])).float() / 255
-        values.append(psnr(view.rgb, target))
-    return float(np.mean(values))
+    return float(np.mean(score_dataset(run, changed)))
 
 
 def test_plan_touches_only_the_blocks_the_new_photos_cover(run, site):

@@ -2,6 +2,6 @@
 
 from birdnerf.eval.appearance import AppearanceFit, fit_appearance
 from birdnerf.eval.metrics import psnr, ssim
-from birdnerf.eval.stage import evaluate_run
+from birdnerf.eval.stage import evaluate_run, score_dataset
 
-__all__ = ["AppearanceFit", "evaluate_run", "fit_appearance", "psnr", "ssim"]
+__all__ = ["AppearanceFit", "evaluate_run", "fit_appearance", "psnr", "score_dataset", "ssim"]

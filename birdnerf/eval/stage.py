@@ -151,3 +151,20 @@ def evaluate_run(
     }
     atomic.write_json(run_dir / "eval.json", result)
     return result
+
+
+def score_dataset(run_dir: str | Path, data: str | Path, split: str = "test") -> list[float]:
+    """PSNR of each ``split`` photo of another dataset in the run's frame (e.g. new photos of a
+    changed area), rendered from the run's current blocks with their mean appearance codes."""
+    from birdnerf.partition.partition import apply_frame
+    from birdnerf.scene.load import load_dataset
+
+    partition = read_partition(run_dir)
+    scene = apply_frame(load_dataset(data), partition.frame)
+    cache = BlockCache(run_dir, capacity=max(4, len(partition.blocks)))
+    scores = []
+    for i in scene.indices(split):
+        view = render_view(partition, cache, scene.cameras[i], scene.c2w[i])
+        target = torch.from_numpy(load_rgb(scene.image_paths[i], scene.cameras[i])).float() / 255.0
+        scores.append(psnr(view.rgb, target))
+    return scores
