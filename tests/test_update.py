@@ -294,3 +294,20 @@ def test_georeferenced_photos_are_moved_into_the_runs_enu_frame(site_data):
     # The new dataset's origin lands where the run's ENU frame puts that geodetic point.
     expected = geodetic_to_enu(origin.lat, origin.lon, origin.alt, GeoPoint(50.82, -0.137, 10.0))
     np.testing.assert_allclose(moved[:3, 3], expected + load[:3, 3], atol=1e-6)
+
+
+def test_photos_that_reach_no_block_are_a_clear_error(run, site, tmp_path):
+    far = tmp_path / "far"
+    scene = load_dataset(site["changed"])
+    one = scene.subset([0])
+    shift = np.eye(4)
+    shift[0, 3] = 2000.0  # 2 km east of the site: beyond every block, and alone
+    moved = one.transformed(shift)
+    target = far / one.image_paths[0].relative_to(scene.root)
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(one.image_paths[0], target)
+    moved = dataclasses.replace(moved, root=far, image_paths=[target], depth_paths=None)
+    write_transforms(moved, far / "transforms.json")
+    with pytest.raises(BirdnerfError, match="none of these photos fall on the run's blocks"):
+        prepare_update(run, far, UpdateOptions())
+    assert not (run / STAGED).exists() and read_partition(run).version == 1

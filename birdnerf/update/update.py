@@ -78,6 +78,12 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
     plan = plan_update(
         current, scene, added, prefix, replace_older=options.replace_older, fine_tune=not options.from_scratch
     )
+    if len(plan.unused) == len(plan.added):
+        raise BirdnerfError(
+            "none of these photos fall on the run's blocks, and too few lie together beyond them to "
+            "make a block (is the dataset in the run's frame?)",
+            Path(data),
+        )
     plan.partition.sources.append(
         {
             "path": label,
