@@ -22,8 +22,8 @@ class DemoConfig:
 
     scene: str = "small"
     seed: int = 0
-    steps: int = 200
-    """Training steps per block (2048 rays each): about 90 s a block on 2 cores."""
+    steps: int = 250
+    """Training steps per block (2048 rays each): about 85 s a block on 2 cores."""
     rays_per_batch: int = 2048
     jobs: int = 1
     video_frames: int = 24

@@ -33,11 +33,14 @@ class TrainConfig:
     """Pixels (rays) drawn per step; rays past the sample budget are left for later steps."""
     samples_per_batch: int = 1 << 16
     """Sample budget per step (keeps steps equally fast while the occupancy grid is coarse)."""
-    lr: float = 1e-2
-    """Adam learning rate; held for the first half of the steps, then decayed exponentially."""
+    lr: float = 0.2
+    """Adam learning rate of the hash table; held for the first half of the steps, then decayed
+    exponentially. Each table row is hit by few rays per step, and with Adam's per-row
+    normalisation a high rate is what moves it: on the small sample scene 0.2 reaches in 250 steps
+    what 0.01 reaches in 2000 (see the README's training benchmarks)."""
     lr_decay: float = 0.1
     """Learning rate at the last step, relative to ``lr``."""
-    mlp_lr: float = 1e-3
+    mlp_lr: float = 5e-3
     """Learning rate of the MLPs and appearance codes (same schedule)."""
     mlp_weight_decay: float = 1e-6
     surface_prior: bool = True
