@@ -12,7 +12,7 @@ from pathlib import Path
 from birdnerf.composite import flyover_path, render_run
 from birdnerf.eval import evaluate_run
 from birdnerf.partition import PartitionConfig, partition_dataset
-from birdnerf.synthetic import generate_sample_scene
+from birdnerf.synthetic import SamplePreset, generate_sample_scene
 from birdnerf.train import TrainConfig, train_run
 
 
@@ -20,7 +20,8 @@ from birdnerf.train import TrainConfig, train_run
 class DemoConfig:
     """Demo settings; the defaults are what `birdnerf demo` runs."""
 
-    scene: str = "small"
+    scene: str | SamplePreset = "small"
+    """Sample scene preset (name or :class:`SamplePreset`)."""
     seed: int = 0
     steps: int = 250
     """Training steps per block (2048 rays each): about 85 s a block on 2 cores."""
@@ -28,6 +29,9 @@ class DemoConfig:
     jobs: int = 1
     video_frames: int = 24
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Everything else about training (field, learning rates ...); ``steps``, ``seed`` and the
+    batch sizes above replace its own."""
 
 
 @dataclass
@@ -75,7 +79,7 @@ def run_demo(
 
     progress, done = stage("train")
     train_config = dataclasses.replace(
-        TrainConfig(),
+        config.train,
         steps=config.steps,
         seed=config.seed,
         rays_per_batch=config.rays_per_batch,

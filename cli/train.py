@@ -43,6 +43,16 @@ def train_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="Retrain blocks that are already done, from scratch."),
     seed: int = typer.Option(0, "--seed", help="Random seed (data order, sampling, initialisation)."),
+    lr: float = typer.Option(
+        TrainConfig.lr,
+        "--lr",
+        min=0.0,
+        help="Adam learning rate of the hash tables (held for half the steps, then decayed to 0.1x; "
+        "a resumed block keeps the rate it started with).",
+    ),
+    mlp_lr: float = typer.Option(
+        TrainConfig.mlp_lr, "--mlp-lr", min=0.0, help="Adam learning rate of the MLPs and appearance codes."
+    ),
     surface_prior: bool = typer.Option(
         True,
         "--surface-prior/--no-surface-prior",
@@ -66,6 +76,8 @@ def train_cmd(
         rays_per_batch=rays,
         backend=backend,
         seed=seed,
+        lr=lr,
+        mlp_lr=mlp_lr,
         checkpoint_every=checkpoint_every,
         surface_prior=surface_prior,
         max_seconds=None if max_minutes is None else 60.0 * max_minutes,

@@ -90,6 +90,10 @@ def test_a_killed_training_resumes_from_its_checkpoint(mini_dataset, tmp_path):
         "64",
         "--checkpoint-every",
         "5",
+        "--lr",
+        "0.05",
+        "--mlp-lr",
+        "0.002",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = block_dir(run, "r00c00") / "checkpoint.pt"
@@ -103,6 +107,8 @@ def test_a_killed_training_resumes_from_its_checkpoint(mini_dataset, tmp_path):
     assert 0 < step < 400
     assert not (block_dir(run, "r00c00") / "done.json").exists()
     assert not list(block_dir(run, "r00c00").glob(".*.tmp*"))  # nothing half-written left behind
+    recorded = json.loads((block_dir(run, "r00c00") / "config.json").read_text())["train"]
+    assert (recorded["lr"], recorded["mlp_lr"]) == (0.05, 0.002)
     config = dataclasses.replace(TrainConfig(), steps=step + 10, rays_per_batch=256, backend="torch")
     plans = []
     train_run(run, config, on_plan=plans.extend)
