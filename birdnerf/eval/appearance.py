@@ -40,8 +40,10 @@ class AppearanceFit:
 
     steps: int = 100
     """Adam steps."""
-    rays: int = 4096
-    """Random left-half pixels (drawn once, without replacement); every step uses all of them."""
+    rays: int = 1024
+    """Random left-half pixels (drawn once, without replacement); every step uses all of them.
+    A code has only a few dozen values: on the test survey 1,024 pixels fit it as well as 4,096,
+    in a quarter of the time."""
     lr: float = 0.3
     """Adam's learning rate. Adam moves a code by up to about ``lr`` per step and dimension; a
     photo 0.7x darker than the training photos needs moves of several units per dimension (on
