@@ -76,6 +76,8 @@ def train_config(args: argparse.Namespace, log2_size: int) -> TrainConfig:
         rays_per_batch=args.rays,
         samples_per_batch=32 * args.rays,
         seed=args.seed,
+        lr=args.lr,
+        mlp_lr=args.mlp_lr,
         backend=args.backend,
         field=field,
     )
@@ -235,6 +237,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=240.0, help="W: training seconds per layout (part 2)")
     parser.add_argument("--log2-size", type=int, default=16, help="T: table rows per level of a block, 2^T")
     parser.add_argument("--rays", type=int, default=2048, help="rays per step")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="hash-table learning rate")
+    parser.add_argument("--mlp-lr", type=float, default=TrainConfig.mlp_lr, help="MLP learning rate")
     parser.add_argument("--steps-probe", type=int, default=250, help="steps of the time-to-PSNR run")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between PSNR evaluations")
     parser.add_argument("--eval-pixels", type=int, default=16384, help="held-out pixels scored (0: all)")

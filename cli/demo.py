@@ -12,6 +12,7 @@ from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
 from birdnerf_cli.evaluate import print_eval
 from birdnerf_cli.main import app, run
+from birdnerf_cli.train import block_progress
 
 
 @app.command("demo")
@@ -26,31 +27,20 @@ def demo_cmd(
     """Sample scene -> partition -> train -> eval -> fly-over video, then print where everything is."""
     config = DemoConfig(steps=steps, jobs=jobs, seed=seed)
     with progress_bars() as bars:
-        open_tasks: list = []
 
-        def finish_open_tasks() -> None:
+        def finish_stage() -> None:
             """Stop the clocks of the last stage's bars (a stage without steps shows as done)."""
-            for task in (t for t in bars.tasks if t.id in open_tasks):
-                if task.total is None:
-                    bars.update(task.id, total=1, completed=1)
-                bars.stop_task(task.id)
-            open_tasks.clear()
+            for task in bars.tasks:
+                if task.stop_time is None:
+                    if task.total is None:
+                        bars.update(task.id, total=1, completed=1)
+                    bars.stop_task(task.id)
 
         def on_stage(name: str):
-            finish_open_tasks()
+            finish_stage()
             if name == "train":
-                tasks: dict[str, int] = {}
-
-                def on_block(block_id: str, done: int, total: int, info: dict) -> None:
-                    if block_id not in tasks:
-                        tasks[block_id] = bars.add_task(f"train {block_id}", total=total, info="")
-                        open_tasks.append(tasks[block_id])
-                    text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
-                    bars.update(tasks[block_id], completed=done, total=total, info=text)
-
-                return on_block
+                return block_progress(bars, {})
             task = bars.add_task(name, total=None, info="")
-            open_tasks.append(task)
 
             def on_step(done: int, total: int, info: dict | None = None) -> None:
                 bars.update(task, completed=done, total=total, info=format_info(info))
@@ -58,7 +48,7 @@ def demo_cmd(
             return on_step
 
         result = run(run_demo, out, config, on_stage=on_stage)
-        finish_open_tasks()
+        finish_stage()
     print_eval(json.loads(result.eval_json.read_text()))
     total = sum(result.seconds.values())
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())

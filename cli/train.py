@@ -14,9 +14,12 @@ from birdnerf_cli.main import app, run
 
 
 def block_progress(bars, tasks: dict[str, int]):
-    """The ``on_progress`` callback of block training: one bar per block with PSNR and rays/s."""
+    """The ``on_progress`` callback of block training: one bar per block with PSNR and rays/s
+    (a block without a bar in ``tasks`` gets one when it first reports)."""
 
     def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
+        if block_id not in tasks:
+            tasks[block_id] = bars.add_task(f"train {block_id}", total=total, info="")
         text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
         bars.update(tasks[block_id], completed=done, total=total, info=text)
 
@@ -47,8 +50,8 @@ def train_cmd(
         TrainConfig.lr,
         "--lr",
         min=0.0,
-        help="Adam learning rate of the hash tables (held for half the steps, then decayed to 0.1x; "
-        "a resumed block keeps the rate it started with).",
+        help="Adam learning rate of the hash tables (held for half the steps, then decayed to "
+        f"{TrainConfig.lr_decay:g}x; a resumed block keeps the rate it started with).",
     ),
     mlp_lr: float = typer.Option(
         TrainConfig.mlp_lr, "--mlp-lr", min=0.0, help="Adam learning rate of the MLPs and appearance codes."
