@@ -29,8 +29,8 @@ HILLS_GROUND_Z_M = 37.0
 """Mean height of the ground, world z (metres)."""
 HILLS_RELIEF_M = 12.0
 """Peak-to-peak height of the hills across the site (metres)."""
-HILLS_WAVELENGTH_M = 170.0
-"""Typical distance between hilltops (metres): steepest slopes about 0.2."""
+HILLS_WAVELENGTH_M = 180.0
+"""Typical distance between hilltops (metres): steepest slopes about 0.2 (at most 0.25)."""
 HILLS_CROWN_LOBES = 3
 HILLS_TOWER_FRACTION = 0.1
 HILLS_TOWER_HEIGHT_M = 45.0

@@ -61,9 +61,9 @@ class SiteConfig:
     ground_z_m: float = 0.0
     """Height of the ground (the mean over the site where it has relief), world z."""
     terrain_relief_m: float = 0.0
-    """Peak-to-peak height of the smooth hills across the site; 0: flat ground."""
+    """Peak-to-peak height of the smooth hills across the site (less if a slope would pass 0.25); 0: flat."""
     terrain_wavelength_m: float = 120.0
-    """Typical distance between hilltops; the steepest slope is about 2 * relief / wavelength."""
+    """Typical distance between hilltops; the steepest slope is 2 to 3 times relief / wavelength."""
     crown_lobes: int = 1
     """Spheroids per tree crown: 1 is an ellipsoid, more make an irregular cluster."""
     tower_fraction: float = 0.0

@@ -15,6 +15,8 @@ COMPONENTS = 6
 """Sinusoids summed into the hills: enough that the surface does not look corrugated."""
 NORMALIZE_SAMPLES = 97
 """Samples per axis of the grid on which the relief is measured and normalised."""
+MAX_SLOPE = 0.25
+"""Steepest slope (rise over run, on the normalisation grid) that hills may have."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,11 @@ class Terrain:
             ground_z: mean height of the ground over the site, metres.
             relief_m: peak-to-peak height across the site ``[-extent/2, extent/2]^2``, metres
                 (measured on a grid; beyond the site the ground may rise or fall slightly more).
+                A site narrower than ``wavelength_m`` is measured over a square that wide
+                instead, so that a small site gets gentle slopes rather than a steep ramp. Hills
+                that would be steeper than ``MAX_SLOPE`` somewhere are lowered until they are not.
             wavelength_m: typical distance between hilltops; the sinusoids' wavelengths are
-                0.7x to 1.4x this. The steepest slope is about ``2 * relief_m / wavelength_m``.
+                0.7x to 1.4x this. The steepest slope is 2 to 3 times ``relief_m / wavelength_m``.
             extent_m: side of the site square, metres.
             rng: the site's terrain stream.
         """
@@ -59,10 +64,12 @@ class Terrain:
         phase = rng.uniform(0.0, 2 * np.pi, COMPONENTS)
         k = (2 * np.pi / wavelength)[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
         shape = Terrain(0.0, raw, k, phase)
-        g = np.linspace(-extent_m / 2, extent_m / 2, NORMALIZE_SAMPLES)
+        side = max(extent_m, wavelength_m)
+        g = np.linspace(-side / 2, side / 2, NORMALIZE_SAMPLES)
         gx, gy = np.meshgrid(g, g, indexing="ij")
         v = shape.height(gx, gy)
-        scale = relief_m / float(v.max() - v.min())
+        steepest = float(np.hypot(*shape.gradient(gx, gy)).max())
+        scale = min(relief_m / float(v.max() - v.min()), MAX_SLOPE / steepest)
         return Terrain(ground_z - scale * float(v.mean()), raw * scale, k, phase)
 
     @property
