@@ -70,7 +70,7 @@ def above_ground_mask(
     """
     p = world_points(cam, c2w, depth)
     finite = np.isfinite(np.asarray(depth))
-    height = np.where(
-        finite, p[..., 2] - site.ground_height(np.where(finite, p[..., 0], 0.0), p[..., 1]), 0.0
-    )
+    # Sky pixels have no point; they are looked up at the origin and then dropped.
+    x, y = (np.where(finite, p[..., i], 0.0) for i in (0, 1))
+    height = np.where(finite, p[..., 2] - site.ground_height(x, y), 0.0)
     return finite & (height > min_height_m)
