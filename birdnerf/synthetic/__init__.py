@@ -1,22 +1,19 @@
 """Procedural aerial sample scenes: a seeded site, a drone survey over it, exact ray casting.
 
-The site (terrain parcels, roads, buildings, trees) is a deterministic function of a seed;
+The site (terrain, parcels, roads, buildings, trees) is a deterministic function of a seed;
 photos are rendered by exact ray casting with textures defined on world positions, so all
-views agree; ground-truth z-depth is saved beside each photo. See :func:`generate_sample_scene`.
+views agree; ground-truth z-depth is saved beside each photo. See :func:`generate_sample_scene`,
+and :func:`load_site` / :func:`above_ground_mask` to score depth against the world model.
 """
 
-from birdnerf.synthetic.generate import (
-    PRESETS,
-    VARIANTS,
-    SamplePreset,
-    check_output_dir,
-    generate_sample_scene,
-    resolve_preset,
-)
+from birdnerf.synthetic.generate import VARIANTS, check_output_dir, generate_sample_scene
 from birdnerf.synthetic.layout import build_site
+from birdnerf.synthetic.presets import PRESETS, SamplePreset, describe_preset, resolve_preset
 from birdnerf.synthetic.raycast import render_photo
 from birdnerf.synthetic.site import Site, SiteConfig
 from birdnerf.synthetic.survey import SurveyConfig, ground_footprint, plan_survey
+from birdnerf.synthetic.terrain import Terrain
+from birdnerf.synthetic.truth import above_ground_mask, load_site, world_points
 
 __all__ = [
     "PRESETS",
@@ -25,11 +22,16 @@ __all__ = [
     "Site",
     "SiteConfig",
     "SurveyConfig",
+    "Terrain",
+    "above_ground_mask",
     "build_site",
     "check_output_dir",
+    "describe_preset",
     "generate_sample_scene",
     "ground_footprint",
+    "load_site",
     "plan_survey",
     "render_photo",
     "resolve_preset",
+    "world_points",
 ]

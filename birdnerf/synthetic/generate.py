@@ -8,8 +8,12 @@ Layout of a dataset directory::
     points.npz              sparse surface points: ``xyz`` (M, 3) float64 metres, ``rgb`` (M, 3) uint8
     sample.json             what was generated: preset, seed, extents, altitude, overlaps
 
-The world frame is the site's: metres, z up, flat ground at z = 0. The same seed always gives
-byte-identical files.
+Without sparse points (``SamplePreset.write_points=False``) there is no ``points.npz`` and
+``transforms.json`` references neither points nor depth maps, as for a plain set of posed
+photos; the depth maps are still written, for scoring, and ``sample.json`` says where.
+
+The world frame is the site's: metres, z up; the ground is flat at z = 0 unless the preset's
+site sets a ground height or hills. The same seed always gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,41 +35,42 @@ from birdnerf.scene.nerfstudio import write_transforms
 from birdnerf.scene.scene import Scene
 from birdnerf.synthetic import raycast
 from birdnerf.synthetic.layout import build_site
+from birdnerf.synthetic.presets import PRESETS, SamplePreset, resolve_preset
 from birdnerf.synthetic.site import Site, SiteConfig
-from birdnerf.synthetic.survey import SurveyConfig, plan_survey
+from birdnerf.synthetic.survey import SurveyConfig, photo_gain, plan_survey
+
+__all__ = [
+    "PRESETS",
+    "VARIANTS",
+    "SamplePreset",
+    "check_output_dir",
+    "generate_sample_scene",
+    "resolve_preset",
+]
 
 VARIANTS = ("base", "changed")
 TEST_EVERY, TEST_OFFSET = 8, 4
+TRUTH_DEPTH = "depth"
+"""Folder of the ground-truth depth maps, relative to the dataset."""
+
+# Options that sample.json records only when they differ from their defaults, so the records of
+# sites and surveys that leave them unset keep their form (and their bytes).
+OPTIONAL_SITE = (
+    "ground_z_m",
+    "terrain_relief_m",
+    "terrain_wavelength_m",
+    "crown_lobes",
+    "tower_fraction",
+    "tower_height_m",
+)
+OPTIONAL_SURVEY = ("exposure_jitter", "white_balance_jitter")
 
 
-@dataclass(frozen=True)
-class SamplePreset:
-    """A named combination of site and survey settings."""
-
-    name: str
-    site: SiteConfig = field(default_factory=SiteConfig)
-    survey: SurveyConfig = field(default_factory=SurveyConfig)
-    points_per_photo: int = 64
-    """Sparse points sampled from each training photo's ground-truth depth."""
-
-
-# Same camera, altitude and overlaps for all; only the site's extent differs. Photos are 22.5 m
-# apart along and between lines: small is 9 x 9 photos (about 2 x 2 blocks of ~20 training
-# photos), medium 15 x 15 (about 3 x 3 blocks), large 39 x 39 (about 8 x 8 blocks, 22x the area).
-PRESETS = {
-    "small": SamplePreset("small", SiteConfig(extent_m=180.0)),
-    "medium": SamplePreset("medium", SiteConfig(extent_m=315.0)),
-    "large": SamplePreset("large", SiteConfig(extent_m=855.0)),
-}
-
-
-def resolve_preset(scene: str | SamplePreset) -> SamplePreset:
-    """The preset named ``scene`` ("small", "medium", "large"), or ``scene`` itself."""
-    if isinstance(scene, SamplePreset):
-        return scene
-    if scene not in PRESETS:
-        raise BirdnerfError(f"unknown sample scene {scene!r} (choose from {', '.join(PRESETS)})")
-    return PRESETS[scene]
+def config_record(config: SiteConfig | SurveyConfig) -> dict:
+    """The fields of a site or survey config for ``sample.json`` (optional ones only if set)."""
+    optional = OPTIONAL_SITE if isinstance(config, SiteConfig) else OPTIONAL_SURVEY
+    defaults = {f.name: f.default for f in fields(config)}
+    return {k: v for k, v in asdict(config).items() if k not in optional or v != defaults[k]}
 
 
 def generate_sample_scene(
@@ -83,7 +88,7 @@ def generate_sample_scene(
     Args:
         out_dir: dataset directory to create; it must not exist or be empty, unless
             ``overwrite`` is set and it holds a dataset (a ``transforms.json``).
-        scene: preset name ("small", "medium", "large") or a :class:`SamplePreset`.
+        scene: preset name (a key of ``PRESETS``) or a :class:`SamplePreset`.
         seed: non-negative seed of the site layout, textures and pose jitter.
         oblique: tilt the cameras off nadir (see :mod:`birdnerf.synthetic.survey`).
         progress: optional callback ``(done, total, info)`` called after each photo.
@@ -92,8 +97,10 @@ def generate_sample_scene(
         overwrite: replace an existing dataset in ``out_dir``.
 
     Returns:
-        The scene in the world frame (``is_world_frame=True``, ``ground_z=0``), with depth
-        paths, sparse points, and every 8th photo (index % 8 == 4) held out as "test".
+        The scene as a reader of the dataset sees it: in the world frame
+        (``is_world_frame=True``, ``ground_z`` the mean ground height under the flight, 0 for
+        flat presets), with every 8th photo (index % 8 == 4) held out as "test", and with depth
+        paths and sparse points unless the preset's ``write_points`` is False.
 
     Nothing is written under ``out_dir`` unless the whole dataset was generated: files go to
     a temporary directory beside it, which is renamed into place at the end.
@@ -109,13 +116,18 @@ def generate_sample_scene(
     survey = replace(preset.survey, oblique=oblique)
     site = build_site(preset.site, seed, changed=changed)
     bounds = site.change_bounds if changed and site.change_bounds else site.bounds
-    c2w = plan_survey(survey, bounds, np.random.default_rng([seed, 1 + changed]))
+    # The altitude is above the mean ground under the flight.
+    level = site.terrain.mean_height(bounds)
+    c2w = plan_survey(survey, bounds, np.random.default_rng([seed, 1 + changed]), ground_z=level)
     prefix = "change" if changed else "photo"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary directory
-        scene_tmp = _write_dataset(tmp, site, survey, c2w, prefix, preset, seed, progress)
+        gain_key = [seed, 3, int(changed)]
+        scene_tmp, gains = _write_dataset(
+            tmp, site, survey, c2w, prefix, preset, seed, gain_key, level, progress
+        )
         meta = {
             "format": "birdnerf-sample",
             "version": 1,
@@ -129,9 +141,17 @@ def generate_sample_scene(
             "gsd_m": survey.gsd_m,
             "photos": len(scene_tmp),
             "test_photos": len(scene_tmp.indices("test")),
-            "site": asdict(preset.site),
-            "survey": asdict(survey),
+            "site": config_record(preset.site),
+            "survey": config_record(survey),
         }
+        if not site.terrain.is_flat or site.terrain.base_z != 0.0:
+            meta["ground_level_m"] = level
+            meta["ground_z_range_m"] = [round(v, 3) for v in _ground_range(site)]
+        if gains:
+            meta["photo_gains"] = gains
+        if not preset.write_points:
+            meta["truth_depth"] = TRUTH_DEPTH
+            meta["sparse_points"] = False
         atomic.write_json(tmp / "sample.json", meta)
         _move_into_place(tmp, out)
     except BaseException:
@@ -148,29 +168,50 @@ def _write_dataset(
     prefix: str,
     preset: SamplePreset,
     seed: int,
+    gain_key: list[int],
+    ground_z: float,
     progress: ProgressFn | None,
-) -> Scene:
+) -> tuple[Scene, list[dict]]:
+    """Render and write the photos, depth maps, points and transforms.json.
+
+    Returns the scene and, for surveys with exposure or white-balance jitter, one record per
+    photo of its gains (else an empty list).
+    """
     cam = survey.camera()
     (root / "images").mkdir()
-    (root / "depth").mkdir()
+    (root / TRUTH_DEPTH).mkdir()
     n = len(c2w)
     split = ["test" if i % TEST_EVERY == TEST_OFFSET else "train" for i in range(n)]
-    images, depths, xyz, rgb = [], [], [], []
+    images, depths, xyz, rgb, gains = [], [], [], [], []
     for i in range(n):
-        color, depth = raycast.render_photo(site, cam, c2w[i], survey.supersample)
+        jitter = photo_gain(survey, [*gain_key, i])
+        gain = None if jitter is None else 2.0 ** jitter[0] * jitter[1]
+        color, depth = raycast.render_photo(site, cam, c2w[i], survey.supersample, gain)
         images.append(root / "images" / f"{prefix}_{i:04d}.png")
-        depths.append(root / "depth" / f"{prefix}_{i:04d}.npy")
+        depths.append(root / TRUTH_DEPTH / f"{prefix}_{i:04d}.npy")
         Image.fromarray(color).save(images[-1], format="PNG")
         np.save(depths[-1], depth, allow_pickle=False)
-        if split[i] == "train":
+        if jitter is not None:
+            gains.append(
+                {
+                    "image": f"images/{images[-1].name}",
+                    "log2_exposure": jitter[0],
+                    "white_balance": [float(v) for v in jitter[1]],
+                    "rgb_gain": [float(v) for v in gain],
+                }
+            )
+        if preset.write_points and split[i] == "train":
             points, colors = _sample_points(cam, c2w[i], color, depth, preset.points_per_photo, [seed, 2, i])
             xyz.append(points)
             rgb.append(colors)
         if progress is not None:
             progress(i + 1, n, {"photo": images[-1].name})
-    points = np.concatenate(xyz) if xyz else np.zeros((0, 3))
-    colors = np.concatenate(rgb) if rgb else np.zeros((0, 3), dtype=np.uint8)
-    np.savez(root / "points.npz", xyz=points, rgb=colors)
+    points, colors, points_file = None, None, None
+    if preset.write_points:
+        points = np.concatenate(xyz) if xyz else np.zeros((0, 3))
+        colors = np.concatenate(rgb) if rgb else np.zeros((0, 3), dtype=np.uint8)
+        points_file = "points.npz"
+        np.savez(root / points_file, xyz=points, rgb=colors)
     scene = Scene(
         root=root,
         image_paths=images,
@@ -179,13 +220,21 @@ def _write_dataset(
         split=split,
         points=points,
         point_colors=colors,
-        depth_paths=depths,
-        ground_z=0.0,
+        depth_paths=depths if preset.write_points else None,
+        ground_z=ground_z,
         is_world_frame=True,
         source="synthetic",
     )
-    write_transforms(scene, root / "transforms.json", points_file="points.npz")
-    return scene
+    write_transforms(scene, root / "transforms.json", points_file=points_file)
+    return scene, gains
+
+
+def _ground_range(site: Site, samples: int = 97) -> tuple[float, float]:
+    """Lowest and highest ground (world z, metres) over the site, on a grid."""
+    xmin, ymin, xmax, ymax = site.bounds
+    gx, gy = np.meshgrid(np.linspace(xmin, xmax, samples), np.linspace(ymin, ymax, samples), indexing="ij")
+    h = site.ground_height(gx, gy)
+    return float(h.min()), float(h.max())
 
 
 def _sample_points(
@@ -241,5 +290,7 @@ def _rerooted(scene: Scene, tmp: Path, out: Path) -> Scene:
         scene,
         root=root,
         image_paths=[root / p.relative_to(tmp) for p in scene.image_paths],
-        depth_paths=[root / p.relative_to(tmp) for p in scene.depth_paths or []],
+        depth_paths=None
+        if scene.depth_paths is None
+        else [root / p.relative_to(tmp) for p in scene.depth_paths],
     )

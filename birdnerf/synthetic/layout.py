@@ -1,7 +1,9 @@
 """Procedural layout of the synthetic site: roads, parcels, buildings, trees, and later changes.
 
 Everything is drawn from ``numpy.random.Generator`` streams derived from the seed, one stream
-per part of the layout, so a given ``(config, seed)`` always yields the same site.
+per part of the layout, so a given ``(config, seed)`` always yields the same site. Streams are
+only ever appended to ``STREAMS``, and the terrain, towers and crown lobes draw from their own,
+so sites with the default flat ground, no towers and single-spheroid crowns never change.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from birdnerf.synthetic.site import (
     SpatialIndex,
     sun_direction,
 )
+from birdnerf.synthetic.terrain import Terrain
 
-STREAMS = ("noise", "roads", "parcels", "buildings", "trees", "change")
+STREAMS = ("noise", "roads", "parcels", "buildings", "trees", "change", "terrain", "towers", "crowns")
 
 
 def build_site(config: SiteConfig, seed: int = 0, changed: bool = False) -> Site:
@@ -39,16 +42,23 @@ def build_site(config: SiteConfig, seed: int = 0, changed: bool = False) -> Site
     """
     streams = np.random.SeedSequence(seed).spawn(len(STREAMS))
     rng = {name: np.random.default_rng(s) for name, s in zip(STREAMS, streams, strict=True)}
+    terrain = Terrain.hills(
+        config.ground_z_m,
+        config.terrain_relief_m,
+        config.terrain_wavelength_m,
+        config.extent_m,
+        rng["terrain"],
+    )
     roads = _roads(config, rng["roads"])
     parcels = _parcels(config, rng["parcels"], roads)
-    buildings = _buildings(config, rng["buildings"], parcels, roads)
-    trees = _trees(config, rng["trees"], parcels, roads, buildings)
+    buildings = _buildings(config, rng["buildings"], parcels, roads, terrain, rng["towers"])
+    trees = _trees(config, rng["trees"], parcels, roads, buildings, terrain, rng["crowns"])
     if len(buildings):
         trees.group += int(buildings.group.max()) + 1
     objects = Objects.concat([buildings, trees])
     change_bounds = None
     if changed:
-        objects, change_bounds = add_changes(config, rng["change"], objects, roads)
+        objects, change_bounds = add_changes(config, rng["change"], objects, roads, terrain)
     return Site(
         config=config,
         seed=seed,
@@ -56,9 +66,10 @@ def build_site(config: SiteConfig, seed: int = 0, changed: bool = False) -> Site
         roads=roads,
         objects=objects,
         noise=ValueNoise(rng["noise"]),
-        shadow=bake_shadows(objects, sun_direction(config)),
+        shadow=bake_shadows(objects, sun_direction(config), terrain=terrain),
         index=SpatialIndex(*objects.bounds()),
         change_bounds=change_bounds,
+        terrain=terrain,
     )
 
 
@@ -102,7 +113,7 @@ def _parcels(config: SiteConfig, rng: np.random.Generator, roads: Roads) -> Parc
 
 
 def _box_rows(rows: list[dict]) -> Objects:
-    keys = ("kind", "center", "half", "yaw", "style", "color_a", "color_b", "tone", "group")
+    keys = ("kind", "center", "half", "yaw", "style", "color_a", "color_b", "tone", "group", "ground")
     if not rows:
         shapes = {"center": (0, 3), "half": (0, 3), "color_a": (0, 3), "color_b": (0, 3)}
         empty = {k: np.zeros(shapes.get(k, (0,))) for k in keys}
@@ -114,9 +125,12 @@ def _box_rows(rows: list[dict]) -> Objects:
     return Objects(**out)
 
 
-def _building(center_xy, size_xy, height, yaw, style, wall, roof, tone, group, base=0.0) -> dict:
+def _building(center_xy, size_xy, height, yaw, style, wall, roof, tone, group, ground, base=None) -> dict:
+    """One box of a building standing on ``ground`` (world z); ``base``: its bottom (default ground)."""
+    base = ground if base is None else base
     return {
         "group": group,
+        "ground": ground,
         "kind": BUILDING,
         "center": [center_xy[0], center_xy[1], base + height / 2],
         "half": [size_xy[0] / 2, size_xy[1] / 2, height / 2],
@@ -134,7 +148,20 @@ def _clear_of(x: float, y: float, radius: float, placed: np.ndarray, count: int,
     return bool(np.all(np.hypot(p[:, 0] - x, p[:, 1] - y) >= radius + p[:, 2] + gap))
 
 
-def _buildings(config: SiteConfig, rng: np.random.Generator, parcels: Parcels, roads: Roads) -> Objects:
+def _buildings(
+    config: SiteConfig,
+    rng: np.random.Generator,
+    parcels: Parcels,
+    roads: Roads,
+    terrain: Terrain,
+    towers: np.random.Generator,
+) -> Objects:
+    """Buildings on the built parcels; a ``config.tower_fraction`` share of them are towers.
+
+    Towers keep the footprint drawn for the building but reach up to ``config.tower_height_m``
+    (upper level included); their draws come from ``towers`` so the rest of the layout does not
+    depend on the share.
+    """
     half_site = config.extent_m / 2
     seeds = parcels.seeds.reshape(-1, 2)
     inside = np.all(np.abs(seeds) < half_site, axis=1)
@@ -168,21 +195,57 @@ def _buildings(config: SiteConfig, rng: np.random.Generator, parcels: Parcels, r
         wall = texture.WALLS[rng.integers(len(texture.WALLS))] * rng.uniform(0.93, 1.05)
         roof = texture.ROOFS[style][rng.integers(len(texture.ROOFS[style]))] * rng.uniform(0.93, 1.05)
         size = (length[a], width[a])
-        rows.append(_building((x[a], y[a]), size, height[a], yaw, style, wall, roof, rng.random(), count))
+        tone = rng.random()
+        upper = None
         if rng.random() < 0.3 and width[a] > 9.0 and style != texture.TILES:
             shrink = rng.uniform(0.45, 0.75, 2)
             shift = rng.uniform(-1.0, 1.0, 2) * (1.0 - shrink) * np.array(size) / 2
             c, s = np.cos(yaw), np.sin(yaw)
             center = (x[a] + c * shift[0] - s * shift[1], y[a] + s * shift[0] + c * shift[1])
-            upper_size = (size[0] * shrink[0], size[1] * shrink[1])
-            upper = rng.uniform(3.0, 8.0)
+            upper = (center, (size[0] * shrink[0], size[1] * shrink[1]), rng.uniform(3.0, 8.0), rng.random())
+        main = height[a]
+        is_tower, tower_total = towers.random() < config.tower_fraction, towers.uniform(0.6, 1.0)
+        if is_tower:
+            total = max(config.max_building_height_m, tower_total * config.tower_height_m)
+            main = total - (upper[2] if upper else 0.0)
+        ground = terrain.lowest_under((x[a], y[a]), (size[0] / 2, size[1] / 2), yaw)
+        rows.append(_building((x[a], y[a]), size, main, yaw, style, wall, roof, tone, count, ground))
+        if upper:
+            center, upper_size, upper_height, upper_tone = upper
             rows.append(
-                _building(center, upper_size, upper, yaw, style, wall, roof, rng.random(), count, height[a])
+                _building(
+                    center,
+                    upper_size,
+                    upper_height,
+                    yaw,
+                    style,
+                    wall,
+                    roof,
+                    upper_tone,
+                    count,
+                    ground,
+                    ground + main,
+                )
             )
     return _box_rows(rows)
 
 
-def _tree(rng: np.random.Generator, x: float, y: float, in_woods: bool, group: int) -> list[dict]:
+def _tree(
+    rng: np.random.Generator,
+    x: float,
+    y: float,
+    in_woods: bool,
+    group: int,
+    terrain: Terrain,
+    lobes: int = 1,
+    crowns: np.random.Generator | None = None,
+) -> list[dict]:
+    """The rows of one tree at (x, y): its crown (``lobes`` spheroids) and its trunk.
+
+    With one lobe the crown is a single spheroid. With more, it is a cluster: a main spheroid
+    somewhat smaller than the single one, and smaller lobes around it at random azimuths,
+    drawn from ``crowns`` so the trees' other draws do not depend on ``lobes``.
+    """
     r_h = rng.uniform(2.2, 3.4) if in_woods else rng.uniform(1.6, 3.6)
     r_v = r_h * rng.uniform(0.8, 1.25)
     trunk = rng.uniform(2.5, 5.0) if in_woods else rng.uniform(1.0, 3.0)
@@ -191,26 +254,36 @@ def _tree(rng: np.random.Generator, x: float, y: float, in_woods: bool, group: i
     common = {"yaw": 0.0, "style": 0, "color_b": foliage, "tone": rng.random(), "group": group}
     stem_top = trunk + 0.5 * r_v
     radius = 0.1 + 0.04 * r_h
-    return [
-        {
-            "kind": CANOPY,
-            "center": [x, y, trunk + 0.9 * r_v],
-            "half": [r_h, r_h, r_v],
-            "color_a": foliage,
-            **common,
-        },
-        {
-            "kind": TRUNK,
-            "center": [x, y, stem_top / 2],
-            "half": [radius, radius, stem_top / 2],
-            "color_a": texture.BARK,
-            **common,
-        },
-    ]
+    ground = terrain.lowest_under((x, y), (radius, radius), 0.0)
+    common["ground"] = ground
+    crown = [([x, y, ground + (trunk + 0.9 * r_v)], [r_h, r_h, r_v])]
+    if lobes > 1 and crowns is not None:
+        crown = [([x, y, ground + (trunk + 0.9 * r_v)], [0.8 * r_h, 0.8 * r_h, 0.85 * r_v])]
+        for azimuth in crowns.uniform(0.0, 2 * np.pi) + np.arange(lobes - 1) * 2 * np.pi / (lobes - 1):
+            reach = crowns.uniform(0.35, 0.65) * r_h
+            rise = crowns.uniform(-0.25, 0.35) * r_v
+            size = crowns.uniform(0.45, 0.75)
+            center = [x + reach * np.cos(azimuth), y + reach * np.sin(azimuth), crown[0][0][2] + rise]
+            crown.append((center, [size * r_h, size * r_h, size * r_v * crowns.uniform(0.85, 1.2)]))
+    rows = [{"kind": CANOPY, "center": c, "half": h, "color_a": foliage, **common} for c, h in crown]
+    trunk_row = {
+        "kind": TRUNK,
+        "center": [x, y, ground + stem_top / 2],
+        "half": [radius, radius, stem_top / 2],
+        "color_a": texture.BARK,
+        **common,
+    }
+    return [*rows, trunk_row]
 
 
 def _trees(
-    config: SiteConfig, rng: np.random.Generator, parcels: Parcels, roads: Roads, buildings: Objects
+    config: SiteConfig,
+    rng: np.random.Generator,
+    parcels: Parcels,
+    roads: Roads,
+    buildings: Objects,
+    terrain: Terrain,
+    crowns: np.random.Generator,
 ) -> Objects:
     half_site = config.extent_m / 2 - 2.0
     lower, upper = buildings.bounds()
@@ -231,9 +304,14 @@ def _trees(
             ok &= gap.min(axis=1) > 3.0
         return ok
 
+    planted = [0]
+
     def plant(x: np.ndarray, y: np.ndarray, ok: np.ndarray, in_woods: bool) -> None:
         for xi, yi in zip(x[ok], y[ok], strict=True):
-            rows.extend(_tree(rng, float(xi), float(yi), in_woods, len(rows) // 2))
+            rows.extend(
+                _tree(rng, float(xi), float(yi), in_woods, planted[0], terrain, config.crown_lobes, crowns)
+            )
+            planted[0] += 1
 
     all_uses = (FIELD, MEADOW, BUILT, WOODS)
     street = config.street_tree_spacing_m
@@ -259,14 +337,20 @@ def _trees(
 
 
 def add_changes(
-    config: SiteConfig, rng: np.random.Generator, objects: Objects, roads: Roads
+    config: SiteConfig,
+    rng: np.random.Generator,
+    objects: Objects,
+    roads: Roads,
+    terrain: Terrain | None = None,
 ) -> tuple[Objects, tuple[float, float, float, float]]:
     """New buildings in the square corner of side ``config.change_corner_m`` at +x, +y.
 
     A warehouse, a tower and a house are placed off the roads; existing objects whose ground
-    bounding box comes within 1.5 m of a new building are removed. Returns the changed objects
-    and the corner ``(xmin, ymin, xmax, ymax)``.
+    bounding box comes within 1.5 m of a new building are removed. New buildings stand on
+    ``terrain`` (default: flat ground at z = 0). Returns the changed objects and the corner
+    ``(xmin, ymin, xmax, ymax)``.
     """
+    terrain = Terrain.flat() if terrain is None else terrain
     h, c = config.extent_m / 2, min(config.change_corner_m, config.extent_m)
     corner = (h - c, h - c, h, h)
     designs = [
@@ -285,8 +369,10 @@ def add_changes(
                 placed[len(rows)] = (x, y, radius)
                 yaw = rng.integers(0, 2) * np.pi / 2
                 wall_rgb, roof_rgb = np.array(wall), np.array(roof)
+                ground = terrain.lowest_under((x, y), (size[0] / 2, size[1] / 2), float(yaw))
+                tone = rng.random()
                 rows.append(
-                    _building((x, y), size, height, yaw, style, wall_rgb, roof_rgb, rng.random(), len(rows))
+                    _building((x, y), size, height, yaw, style, wall_rgb, roof_rgb, tone, len(rows), ground)
                 )
                 break
     new = _box_rows(rows)

@@ -1,11 +1,12 @@
-"""Exact ray casting of the synthetic site: ray/plane, ray/box and ray/spheroid intersections.
+"""Exact ray casting of the synthetic site: ray/ground, ray/box and ray/spheroid intersections.
 
 Rays are written ``x = o + t d`` with ``d`` in the world frame. Camera rays use the direction
 whose camera-frame z component is 1 (``d = R [x_n, y_n, 1]``), so the ray parameter ``t`` of a
 hit *is* its z-depth (metres along the camera's +z axis, OpenCV axes). Each photo only tests
 the objects whose bounding boxes meet its ground footprint (a spatial-index query) and, for
 each of those, only the rays inside the object's projected bounding rectangle; the cost of a
-photo therefore depends on what it sees, not on the size of the site.
+photo therefore depends on what it sees, not on the size of the site. The ground is a plane
+or a smooth height field (:meth:`birdnerf.synthetic.terrain.Terrain.intersect`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from birdnerf.scene.camera import Camera
 from birdnerf.synthetic.site import CANOPY, GROUND, SKY, Objects, ShadowMap, Site
+from birdnerf.synthetic.terrain import Terrain
 from birdnerf.synthetic.texture import shade
 
 
@@ -88,7 +90,7 @@ def ray_grid(cam: Camera, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ground_rectangle(site: Site, cam: Camera, c2w: np.ndarray) -> tuple[float, float, float, float]:
-    """(xmin, ymin, xmax, ymax) of the view's frustum between the ground and the tallest object.
+    """(xmin, ymin, xmax, ymax) of the view's frustum between the lowest ground and the tallest object.
 
     Falls back to the whole site when a border ray does not descend to the ground.
     """
@@ -102,7 +104,7 @@ def ground_rectangle(site: Site, cam: Camera, c2w: np.ndarray) -> tuple[float, f
     top = site.max_height
     if np.any(d[:, 2] >= -1e-9) or origin[2] <= top:
         return site.bounds
-    points = [origin[:2] + d[:, :2] * ((z - origin[2]) / d[:, 2:3]) for z in (0.0, top)]
+    points = [origin[:2] + d[:, :2] * ((z - origin[2]) / d[:, 2:3]) for z in (site.terrain.z_min, top)]
     xy = np.concatenate(points)
     return float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())
 
@@ -144,8 +146,7 @@ def cast(site: Site, cam: Camera, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarr
         (``inf`` for sky) and ``hit`` (H, W): object index, ``GROUND`` or ``SKY``.
     """
     origin, dirs = ray_grid(cam, c2w)
-    with np.errstate(divide="ignore"):
-        t = np.where(dirs[2] < 0, -origin[2] / np.minimum(dirs[2], -1e-300), np.inf)
+    t = site.terrain.intersect(origin, dirs)
     hit = np.where(np.isfinite(t), GROUND, SKY).astype(np.int64)
     for k, v0, v1, u0, u1 in visible_objects(site, cam, c2w):
         window = (slice(v0, v1 + 1), slice(u0, u1 + 1))
@@ -156,21 +157,28 @@ def cast(site: Site, cam: Camera, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return origin, dirs, t, hit
 
 
-def bake_shadows(objects: Objects, sun: np.ndarray, cell_m: float = 0.25) -> ShadowMap:
+def bake_shadows(
+    objects: Objects, sun: np.ndarray, cell_m: float = 0.25, terrain: Terrain | None = None
+) -> ShadowMap:
     """Sunlit fraction of the ground, by casting a ray to the sun from every grid node.
 
     Args:
         objects: the site's solid objects.
         sun: (3,) unit vector towards the sun (positive z).
         cell_m: grid spacing, metres.
+        terrain: the ground the rays start from (default: flat at z = 0). The hills are too
+            gentle to shade each other under the site's sun, so only objects cast shadows.
     """
+    terrain = Terrain.flat() if terrain is None else terrain
     if len(objects) == 0:
         return ShadowMap(origin=np.zeros(2), cell=cell_m, lit=np.ones((2, 2), dtype=np.float32))
     lower, upper = objects.bounds()
     reach = -sun[:2] / sun[2]
-    # An object's shadow lies between its footprint and the footprint pushed away from the sun.
-    lo = np.minimum(lower[:, :2], lower[:, :2] + reach * upper[:, 2:3])
-    hi = np.maximum(upper[:, :2], upper[:, :2] + reach * upper[:, 2:3])
+    # An object's shadow lies between its footprint and the footprint pushed away from the sun
+    # by its height above the lowest ground.
+    rise = upper[:, 2:3] - terrain.z_min
+    lo = np.minimum(lower[:, :2], lower[:, :2] + reach * rise)
+    hi = np.maximum(upper[:, :2], upper[:, :2] + reach * rise)
     origin = np.floor(lo.min(0) / cell_m) * cell_m - cell_m
     shape = tuple(int(n) for n in np.ceil((hi.max(0) - origin) / cell_m) + 2)
     lit = np.ones(shape, dtype=np.float32)
@@ -180,14 +188,16 @@ def bake_shadows(objects: Objects, sun: np.ndarray, cell_m: float = 0.25) -> Sha
         (i0, j0), (i1, j1) = first[k], last[k]
         gx = origin[0] + cell_m * np.arange(i0, i1 + 1)[:, None]
         gy = origin[1] + cell_m * np.arange(j0, j1 + 1)[None, :]
-        o = np.stack(np.broadcast_arrays(gx, gy, np.zeros_like(gx)))
+        gx, gy = np.broadcast_arrays(gx, gy)
+        gz = np.full_like(gx, terrain.base_z) if terrain.is_flat else terrain.height(gx, gy)
+        o = np.stack([gx, gy, gz])
         blocked = np.isfinite(intersect_object(objects, k, o, sun))
         lit[i0 : i1 + 1, j0 : j1 + 1][blocked] = 0.0
     return ShadowMap(origin=origin, cell=cell_m, lit=lit)
 
 
 def render_photo(
-    site: Site, cam: Camera, c2w: np.ndarray, supersample: int = 2
+    site: Site, cam: Camera, c2w: np.ndarray, supersample: int = 2, gain: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one photo of the site.
 
@@ -196,6 +206,8 @@ def render_photo(
         cam: pinhole intrinsics of the stored image.
         c2w: (4, 4) camera-to-world, OpenCV axes, metres.
         supersample: samples per pixel along each axis, averaged (anti-aliasing).
+        gain: optional (3,) per-channel multiplier of the linear colour (the photo's exposure
+            and white balance), applied before clipping and quantisation.
 
     Returns:
         rgb (H, W, 3) uint8 and z-depth (H, W) float32 in metres at pixel centres (``inf`` for sky).
@@ -207,5 +219,7 @@ def render_photo(
     if supersample > 1:
         color = color.reshape(cam.height, supersample, cam.width, supersample, 3).mean(axis=(1, 3))
         _, _, t, _ = cast(site, cam, c2w)
+    if gain is not None:
+        color = color * np.asarray(gain, dtype=np.float64)
     rgb = np.round(np.clip(color, 0.0, 1.0) * 255.0).astype(np.uint8)
     return rgb, t.astype(np.float32)

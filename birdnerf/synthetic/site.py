@@ -1,9 +1,10 @@
 """The world model of the synthetic site: parcels of land, roads, buildings and trees.
 
-World frame: right-handed, metres, z up, flat ground at ``z = 0``; the site is the square
-``[-extent/2, extent/2]^2`` centred on the origin. Beyond it the ground (parcels and roads)
-continues for ``ground_margin_m`` so that photos near the border see plausible land, but every
-building and tree stands inside the site.
+World frame: right-handed, metres, z up; the site is the square ``[-extent/2, extent/2]^2``
+centred on the origin. Beyond the site the ground (parcels and roads) continues for
+``ground_margin_m`` so that photos near the border see plausible land, but every building and
+tree stands inside the site. The ground is flat at ``z = ground_z_m`` (0 by default), or rolling
+hills around that height (:mod:`birdnerf.synthetic.terrain`); buildings and trees stand on it.
 
 Solid objects are three kinds of primitives, all intersected exactly by the ray caster:
 
@@ -15,16 +16,17 @@ Solid objects are three kinds of primitives, all intersected exactly by the ray 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from birdnerf.synthetic.noise import ValueNoise
+from birdnerf.synthetic.terrain import Terrain
 
 BUILDING, TRUNK, CANOPY = 0, 1, 2
 FIELD, MEADOW, BUILT, WOODS = 0, 1, 2, 3
 GROUND, SKY = -1, -2
-"""What a ray hit when it hit no object: the ground plane, or nothing (the sky)."""
+"""What a ray hit when it hit no object: the ground, or nothing (the sky)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,18 @@ class SiteConfig:
     sun_azimuth_deg: float = 135.0
     """Direction of the sun in the ground plane, counter-clockwise from +x."""
     sun_elevation_deg: float = 50.0
+    ground_z_m: float = 0.0
+    """Height of the ground (the mean over the site where it has relief), world z."""
+    terrain_relief_m: float = 0.0
+    """Peak-to-peak height of the smooth hills across the site (less if a slope would pass 0.25); 0: flat."""
+    terrain_wavelength_m: float = 120.0
+    """Typical distance between hilltops; the steepest slope is 2 to 3 times relief / wavelength."""
+    crown_lobes: int = 1
+    """Spheroids per tree crown: 1 is an ellipsoid, more make an irregular cluster."""
+    tower_fraction: float = 0.0
+    """Share of buildings that are towers (taller than ``max_building_height_m``)."""
+    tower_height_m: float = 45.0
+    """Tallest tower, including its upper level."""
 
 
 def sun_direction(config: SiteConfig) -> np.ndarray:
@@ -86,6 +100,8 @@ class Objects:
     """(K,) per-object variation in [0, 1)."""
     group: np.ndarray
     """(K,) int64 id shared by the parts of one building (its levels) or one tree."""
+    ground: np.ndarray
+    """(K,) world z the building or tree stands on (at or below the ground under it), metres."""
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -259,6 +275,8 @@ class Site:
     index: SpatialIndex
     change_bounds: tuple[float, float, float, float] | None = None
     """(xmin, ymin, xmax, ymax) of the corner where buildings were added, for a changed site."""
+    terrain: Terrain = field(default_factory=Terrain.flat)
+    """Height of the ground."""
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -273,7 +291,19 @@ class Site:
 
     @property
     def max_height(self) -> float:
-        """Highest point of any object, metres above the ground (0 for an empty site)."""
+        """World z (metres) of the highest point of any object, or of the ground if higher.
+
+        On the default flat ground at z = 0 this is the height above the ground (0 for an empty
+        site); on hills, where no object rises above them, it is a bound of the hilltops.
+        """
         if len(self.objects) == 0:
-            return 0.0
-        return float((self.objects.center[:, 2] + self.objects.half[:, 2]).max())
+            return self.terrain.z_max
+        return max(self.terrain.z_max, float((self.objects.center[:, 2] + self.objects.half[:, 2]).max()))
+
+    def ground_height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """World z (metres, float64) of the ground at world points ``(x, y)`` (any equal shapes)."""
+        return self.terrain.height(x, y)
+
+    def ground_normal(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(..., 3) upward unit normal of the ground at world points ``(x, y)``."""
+        return self.terrain.normal(x, y)

@@ -13,7 +13,8 @@ Camera orientation (OpenCV axes in the world frame):
   and the tilt's heading turns by 90 degrees from one photo to the next along a line (forward,
   left, back, right of the track), so every facade is seen from several photos.
 
-A small deterministic jitter of position and attitude makes the poses realistic.
+A small deterministic jitter of position and attitude makes the poses realistic. Each photo
+may also get its own exposure and white balance (:func:`photo_gain`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class SurveyConfig:
     """Standard deviation of each rotation error (roll, pitch, yaw)."""
     supersample: int = 2
     """Anti-aliasing: rays per pixel along each image axis."""
+    exposure_jitter: float = 0.0
+    """Standard deviation of each photo's exposure, as a log2 gain (0.1: about 7 %)."""
+    white_balance_jitter: float = 0.0
+    """Standard deviation of each photo's independent red, green and blue gains (around 1)."""
 
     def camera(self) -> Camera:
         """The pinhole intrinsics shared by every photo."""
@@ -101,12 +106,16 @@ def _small_rotation(w: np.ndarray) -> np.ndarray:
 
 
 def plan_survey(
-    config: SurveyConfig, bounds: tuple[float, float, float, float], rng: np.random.Generator
+    config: SurveyConfig,
+    bounds: tuple[float, float, float, float],
+    rng: np.random.Generator,
+    ground_z: float = 0.0,
 ) -> np.ndarray:
     """Camera-to-world poses (N, 4, 4) of a lawnmower flight over ``bounds``, in flight order.
 
     Photo centres lie on a grid with exactly the nominal spacing, centred on the rectangle
-    ``bounds = (xmin, ymin, xmax, ymax)`` (metres) and spanning it (rounded to whole steps).
+    ``bounds = (xmin, ymin, xmax, ymax)`` (metres) and spanning it (rounded to whole steps),
+    ``config.altitude_m`` above ``ground_z`` (the ground's mean height there, world z metres).
     """
     forward, side = config.spacing_m
     xmin, ymin, xmax, ymax = bounds
@@ -128,7 +137,7 @@ def plan_survey(
             c2w[:3, 3] = [
                 x + config.position_jitter_m * jitter[0],
                 y + config.position_jitter_m * jitter[1],
-                config.altitude_m + config.altitude_jitter_m * jitter[2],
+                ground_z + config.altitude_m + config.altitude_jitter_m * jitter[2],
             ]
             poses.append(c2w)
     return np.stack(poses)
@@ -144,3 +153,22 @@ def ground_footprint(cam: Camera, c2w: np.ndarray, ground_z: float = 0.0) -> np.
     d = np.stack([(uv[:, 0] - cam.cx) / cam.fx, (uv[:, 1] - cam.cy) / cam.fy, np.ones(4)], 1) @ c2w[:3, :3].T
     t = (ground_z - c2w[2, 3]) / d[:, 2]
     return c2w[:2, 3] + d[:, :2] * t[:, None]
+
+
+def photo_gain(config: SurveyConfig, key: list[int]) -> tuple[float, np.ndarray] | None:
+    """Exposure and white balance of one photo, or None when the survey has neither jitter.
+
+    Args:
+        config: the survey (``exposure_jitter``, ``white_balance_jitter``).
+        key: seed of the photo's generator (e.g. ``[seed, 3, variant, index]``).
+
+    Returns:
+        ``(log2_exposure, white_balance)``: the photo's linear colour is multiplied by
+        ``2 ** log2_exposure * white_balance`` ((3,) gains for red, green, blue).
+    """
+    if config.exposure_jitter <= 0.0 and config.white_balance_jitter <= 0.0:
+        return None
+    rng = np.random.default_rng(key)
+    log2_exposure = float(rng.normal(0.0, config.exposure_jitter))
+    white_balance = 1.0 + rng.normal(0.0, config.white_balance_jitter, 3)
+    return log2_exposure, white_balance

@@ -117,6 +117,9 @@ def facade_albedo(
     obj, noise = site.objects, site.noise
     x, y, z = p
     top = obj.center[k, 2] + obj.half[k, 2]
+    # Storeys count from the ground the building stands on.
+    z = z - obj.ground[k]
+    top = top - obj.ground[k]
     count = np.floor(2 * half_along / 2.6)
     spacing = 2 * half_along / np.maximum(count, 1)
     column = (along + half_along) / spacing
@@ -220,7 +223,12 @@ def shade(site: Site, origin: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: 
     if ground.any():
         # float32 is ample for texture coordinates (sub-millimetre over kilometres) and fast.
         gx, gy = p[0, ground].astype(np.float32), p[1, ground].astype(np.float32)
-        light = AMBIENT + DIFFUSE * site.sun[2] * site.shadow.sample(gx, gy)
+        if site.terrain.is_flat:
+            light = AMBIENT + DIFFUSE * site.sun[2] * site.shadow.sample(gx, gy)
+        else:
+            n = site.ground_normal(p[0, ground], p[1, ground])
+            sun = np.maximum(0.0, n @ site.sun)
+            light = AMBIENT + DIFFUSE * sun * site.shadow.sample(gx, gy)
         out[idx[ground]] = ground_albedo(site, gx, gy) * light[:, None]
     kind = (
         np.full(len(what), -1)
