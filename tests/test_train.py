@@ -121,7 +121,9 @@ def test_surface_prior_keeps_a_shell_around_the_points():
     # A dense patch of points at z ~ 1.1 around column (5, 5), on a 0.5 m grid of 1 m columns.
     rng = np.random.default_rng(0)
     points = np.c_[rng.uniform(4.0, 7.0, (40, 2)), rng.uniform(1.0, 1.2, 40)]
-    mask = surface_prior(points, [0, 0, -2, 20, 20, 8], (20, 20, 20), radius=1, margin_cells=1.0, max_radius=4)
+    mask = surface_prior(
+        points, [0, 0, -2, 20, 20, 8], (20, 20, 20), radius=1, margin_cells=1.0, max_radius=4
+    )
     z_centers = -2 + (torch.arange(20) + 0.5) * 0.5
     column = mask[5, 5]
     assert column[(z_centers - 1.1).abs() < 0.3].all()  # around the points: kept

@@ -9,8 +9,9 @@ Layout of a dataset directory::
     sample.json             what was generated: preset, seed, extents, altitude, overlaps
 
 Without sparse points (``SamplePreset.write_points=False``) there is no ``points.npz`` and
-``transforms.json`` references neither points nor depth maps, as for a plain set of posed
-photos; the depth maps are still written, for scoring, and ``sample.json`` says where.
+``transforms.json`` references neither points nor depth maps nor the ground height, as for a
+plain set of posed photos (a reader must measure the ground); the depth maps are still
+written, for scoring, and ``sample.json`` says where.
 
 The world frame is the site's: metres, z up; the ground is flat at z = 0 unless the preset's
 site sets a ground height or hills. The same seed always gives byte-identical files.
@@ -97,10 +98,10 @@ def generate_sample_scene(
         overwrite: replace an existing dataset in ``out_dir``.
 
     Returns:
-        The scene as a reader of the dataset sees it: in the world frame
-        (``is_world_frame=True``, ``ground_z`` the mean ground height under the flight, 0 for
-        flat presets), with every 8th photo (index % 8 == 4) held out as "test", and with depth
-        paths and sparse points unless the preset's ``write_points`` is False.
+        The scene in the world frame (``is_world_frame=True``, ``ground_z`` the mean ground
+        height under the flight, 0 for flat presets; the dataset itself omits it without points),
+        with every 8th photo (index % 8 == 4) held out as "test", and with depth paths and sparse points
+        unless the preset's ``write_points`` is False.
 
     Nothing is written under ``out_dir`` unless the whole dataset was generated: files go to
     a temporary directory beside it, which is renamed into place at the end.
@@ -225,7 +226,10 @@ def _write_dataset(
         is_world_frame=True,
         source="synthetic",
     )
-    write_transforms(scene, root / "transforms.json", points_file=points_file)
+    # Without points the dataset is posed photos alone: its ground height must be measured by
+    # the reader, as for any survey, so the file does not state it.
+    written = scene if preset.write_points else replace(scene, ground_z=None)
+    write_transforms(written, root / "transforms.json", points_file=points_file)
     return scene, gains
 
 
