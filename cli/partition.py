@@ -54,8 +54,8 @@ def partition_cmd(
         help="Height of the ground, in the dataset's units (metres if georeferenced) along its up axis "
         "(for a z-up dataset: its z coordinate). Replaces the estimate from points or photos.",
     ),
-    z_range: tuple[float, float] = typer.Option(
-        (None, None),
+    z_range: tuple[float, float] | None = typer.Option(
+        None,
         "--z-range",
         metavar="ZMIN ZMAX",
         help="Heights of the lowest and highest surface (ground to the tallest roof or tree), same units "
@@ -73,7 +73,7 @@ def partition_cmd(
         overlap_m=overlap_m,
         min_coverage=min_coverage,
         ground_z=ground_z,
-        z_range=None if z_range is None or z_range[0] is None else (z_range[0], z_range[1]),
+        z_range=None if z_range is None else (z_range[0], z_range[1]),
     )
     partition, scene = run(partition_dataset, data, out, config, force=force)
     table = Table(title=f"{len(partition.blocks)} blocks over {len(scene)} photos")

@@ -10,9 +10,11 @@ image width (the ground of a survey with 70 % forward overlap already sits at 30
 taller objects further). Planes are evenly spaced in inverse depth, one pixel of disparity apart.
 
 A pixel's depth is kept only where the match is trustworthy: a textured patch, a high NCC peak
-(averaged over two neighbours), a clear margin over the best other, non-adjacent, local peak, and
-the two neighbours each finding the same plane on their own (a second-neighbour check). The
-peak is refined by a parabola through its neighbours. Everything runs vectorised on the CPU
+(averaged over two neighbours), a clear margin over the best other, non-adjacent, local peak,
+the two neighbours each finding the same plane on their own (a second-neighbour check), a
+disparity of a few pixels at least (smaller shifts barely change a smooth patch), and enough
+kept neighbouring pixels at a similar depth (a speckle filter). The peak is refined by a
+parabola through its neighbours. Everything runs vectorised on the CPU
 with torch on photos downscaled to ~192 px width: a few seconds for ~30 photos.
 """
 
@@ -43,14 +45,20 @@ class TriangulateConfig:
     """Side of the square NCC window (px, odd)."""
     max_disparity: float = 0.5
     """Largest disparity swept in the nearest neighbour, as a fraction of the image width."""
-    min_ncc: float = 0.7
+    min_disparity: float = 4.0
+    """Peaks at a smaller disparity (px, nearest neighbour) are refused: a depth this far beyond
+    a survey's ground (~15x for 70 % overlap) is a patch matching its own shifted copy."""
+    min_ncc: float = 0.75
     """Lowest accepted NCC peak (mean over the two neighbours)."""
     min_margin: float = 0.1
     """Least NCC by which the peak must beat the best other, non-adjacent, local peak."""
     min_texture: float = 0.015
     """Least standard deviation of grey values (0..1) in the window: flat patches match anywhere."""
-    max_plane_gap: int = 2
+    max_plane_gap: int = 1
     """The two neighbours' own best planes may differ by at most this many planes."""
+    min_support: int = 12
+    """A kept pixel needs this many kept pixels within 2 px (of 24) at a nearby depth (within
+    ``max_plane_gap`` planes): surfaces are smooth, isolated false matches are not."""
     max_view_angle_deg: float = 30.0
     """Neighbours must look within this angle of the reference photo's viewing direction."""
     min_baseline: float = 0.5
@@ -204,6 +212,22 @@ def _refine(score: Tensor, best: Tensor) -> Tensor:
     return best.float() + torch.where(inner, step.clamp(-0.5, 0.5), torch.zeros_like(step))
 
 
+def _supported(keep: Tensor, pos: Tensor, gap: float, need: int) -> Tensor:
+    """(H, W) mask of the pixels with at least ``need`` kept pixels in their 5 x 5 neighbourhood
+    whose plane position ``pos`` lies within ``gap`` of their own (a speckle filter)."""
+    h, w = keep.shape
+    kp = F.pad(keep[None, None].float(), (2, 2, 2, 2))[0, 0]
+    pp = F.pad(pos[None, None], (2, 2, 2, 2))[0, 0]
+    count = torch.zeros(h, w)
+    for dy in range(5):
+        for dx in range(5):
+            if dy == 2 and dx == 2:
+                continue
+            near = (pp[dy : dy + h, dx : dx + w] - pos).abs() <= gap
+            count += kp[dy : dy + h, dx : dx + w] * near
+    return count >= need
+
+
 @torch.no_grad()
 def match_photo(
     scene: Scene, ref: int, neighbours: list[int], config: TriangulateConfig, cache: dict
@@ -259,10 +283,13 @@ def match_photo(
         & (peak >= config.min_ncc)
         & (margin >= config.min_margin)
         & (sd_r >= config.min_texture)
-        & (best > 0)
+        # A shift of a few pixels barely changes a smooth patch: the first planes match any
+        # pixel whose true match is hidden, so peaks there are not trusted.
+        & (disparities[best] >= config.min_disparity)
         & (best < score.shape[0] - 1)  # a peak at the end of the sweep may lie beyond it
     )
     pos = _refine(score, best)
+    keep &= _supported(keep, pos, config.max_plane_gap, config.min_support)
     q = torch.from_numpy(np.interp(pos.numpy().ravel(), np.arange(len(inv_depth)), inv_depth.numpy()))
     depth = 1.0 / q.reshape(h, w).double()
     idx = torch.nonzero(keep.ravel()).ravel().numpy()
