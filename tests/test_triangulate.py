@@ -179,12 +179,16 @@ def test_cli_ground_z_and_z_range_are_honoured_and_recorded(plain_dir, tmp_path)
     runner = CliRunner()
     run = tmp_path / "run"
     args = ["partition", str(plain_dir), "-o", str(run), "--blocks", "1x2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ground from triangulated" in result.output and "surface points" in result.output
     result = runner.invoke(app, [*args, "--ground-z", "36.5", "--z-range", "35", "62"])
     assert result.exit_code == 0, result.output
     partition = read_partition(run)
     assert partition.config.ground_z == 36.5 and partition.config.z_range == (35.0, 62.0)
     frame = partition.frame
     assert frame["ground_source"] == "user" and "points_file" not in frame
+    assert not (run / "points.npz").exists()  # the first partition's points went with it
     assert world_z(frame, 36.5) == pytest.approx(0.0, abs=1e-3)  # the stated ground is world z 0
     np.testing.assert_allclose(frame["z_range"], [-1.5, 25.5], atol=1e-6)
     for block in partition.blocks:
