@@ -47,6 +47,20 @@ def partition_cmd(
         max=1.0,
         help="Fraction of a photo's pixels a block must see to use it.",
     ),
+    ground_z: float = typer.Option(
+        None,
+        "--ground-z",
+        metavar="METRES",
+        help="Height of the ground, in the dataset's units (metres if georeferenced) along its up axis "
+        "(for a z-up dataset: its z coordinate). Replaces the estimate from points or photos.",
+    ),
+    z_range: tuple[float, float] | None = typer.Option(
+        None,
+        "--z-range",
+        metavar="ZMIN ZMAX",
+        help="Heights of the lowest and highest surface (ground to the tallest roof or tree), same units "
+        "and axis as --ground-z: every block's 3D box spans exactly this range.",
+    ),
     force: bool = typer.Option(
         False, "--force", help="Re-partition a run that has trained blocks: deletes its blocks and history."
     ),
@@ -58,6 +72,8 @@ def partition_cmd(
         overlap=overlap,
         overlap_m=overlap_m,
         min_coverage=min_coverage,
+        ground_z=ground_z,
+        z_range=None if z_range is None else (z_range[0], z_range[1]),
     )
     partition, scene = run(partition_dataset, data, out, config, force=force)
     table = Table(title=f"{len(partition.blocks)} blocks over {len(scene)} photos")
@@ -74,7 +90,14 @@ def partition_cmd(
             str(b.stats["n_core_images"]),
         )
     console.print(table)
-    console.print(
-        f"frame: up from {partition.frame['up_source']}, ground from {partition.frame['ground_source']}"
-    )
+    frame = partition.frame
+    console.print(f"frame: up from {frame['up_source']}, ground from {frame['ground_source']}")
+    if frame.get("measured_points"):
+        where = out / frame["points_file"]
+        console.print(f"measured {frame['measured_points']} surface points from the photos: {where}")
+    if frame.get("ground_uncertainty_m"):
+        console.print(
+            f"[yellow]ground height guessed; boxes widened {frame['ground_uncertainty_m']:.3g} below it "
+            "(see --ground-z / --z-range)[/yellow]"
+        )
     console.print(f"manifest: {out / 'partition.json'}\nmap:      {out / 'partition.png'}")

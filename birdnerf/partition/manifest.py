@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,10 @@ SCHEMA_VERSION = 1
 MANIFEST = "partition.json"
 BLOCK_ID = re.compile(r"r(m?\d+)c(m?\d+)")
 MIN_IMAGES = 2
+POINTS_FILE = "points.npz"
+"""Points measured from the photos at partition time, in the run directory (world frame)."""
+OPTIONAL_CONFIG = ("ground_z", "z_range")
+"""Config fields written only when set, so manifests that do not use them stay as they were."""
 """Blocks with fewer training photos are not trained and never render."""
 
 
@@ -38,6 +43,27 @@ class PartitionConfig:
     """Oblique footprints are clipped at this multiple of the altitude from the camera."""
     box_margin: float = 0.1
     """Margin added above and below the altitude range of a block's 3D box (fraction of range)."""
+    ground_z: float | None = None
+    """Height of the ground, when known: replaces the estimate (sparse points, depth maps, points
+    measured from the photos, or the photo-spacing guess). In the dataset's units, along its up
+    axis: for a z-up dataset simply its z coordinate. Precisely, the world frame is found by
+    rotating the estimated up direction onto +z about the dataset's origin (then turning about
+    z and shifting); the height is the z coordinate after that rotation, before the shift. For a
+    dataset already in the bird-view frame (birdnerf's own), its z coordinate."""
+    z_range: tuple[float, float] | None = None
+    """(lowest, highest) height of the surface (ground to the tallest roof or tree), same units
+    and axis as ``ground_z``: every block's 3D box spans exactly this height range."""
+
+    def check(self) -> None:
+        """Raise BirdnerfError for a user-stated height that cannot be right."""
+        if self.ground_z is not None and not math.isfinite(self.ground_z):
+            raise BirdnerfError(f"--ground-z must be a finite height, got {self.ground_z}")
+        if self.z_range is not None:
+            lo, hi = self.z_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise BirdnerfError(f"--z-range needs ZMIN < ZMAX (finite heights), got {lo:g} {hi:g}")
+            if self.ground_z is not None and not lo <= self.ground_z <= hi:
+                raise BirdnerfError(f"--ground-z {self.ground_z:g} lies outside --z-range {lo:g} {hi:g}")
 
 
 def block_folder(block_id: str, revision: int = 1) -> str:
@@ -77,7 +103,11 @@ class Partition:
 
     dataset: str
     config: PartitionConfig
-    frame: dict  # world_from_input (4x4), ground_z, up_source, ground_source
+    frame: dict
+    """world_from_input and load_transform (4x4), ground_z, up_source, ground_source; when they
+    apply: ground_uncertainty_m (how far below ground_z the ground may lie, scene units: the
+    ground was guessed), z_range (user-stated box heights, world z), measured_points and
+    points_file (points measured from the photos, a file in the run directory)."""
     x_edges: list[float]
     y_edges: list[float]
     blocks: list[Block]
@@ -88,6 +118,8 @@ class Partition:
     """What made this version: kind, time, blocks touched, photos added and removed."""
     retired: list[str] = field(default_factory=list)
     """Photos superseded by newer ones of the same area (no block trains on or scores them)."""
+    run_dir: Path | None = field(default=None, compare=False, repr=False)
+    """The run directory this manifest was read from or written to (not stored in the file)."""
 
     def block(self, block_id: str) -> Block:
         for b in self.blocks:
@@ -115,7 +147,20 @@ def _round(value):
 def to_json(partition: Partition) -> dict:
     data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION}
     data.update(asdict(partition))
+    del data["run_dir"]
+    for key in OPTIONAL_CONFIG:
+        if data["config"][key] is None:
+            del data["config"][key]
     return _round(data)
+
+
+def points_path(run_dir: str | Path, name: object) -> Path:
+    """``run_dir / name`` for a file named in a manifest, refusing any that leaves the run."""
+    root = Path(run_dir).resolve()
+    path = (root / str(name)).resolve()
+    if not isinstance(name, str) or not name or not path.is_relative_to(root) or path == root:
+        raise BirdnerfError(f"points file {name!r} is not a file inside the run directory", root / MANIFEST)
+    return path
 
 
 def write_partition(run_dir: str | Path, partition: Partition) -> Path:
@@ -142,13 +187,16 @@ def read_partition(run_dir: str | Path) -> Partition:
         raise BirdnerfError(f"unsupported schema_version {data.get('schema_version')!r}", path)
     try:
         cfg = dict(data["config"])
-        if cfg.get("blocks") is not None:
-            cfg["blocks"] = tuple(cfg["blocks"])
+        for key in ("blocks", "z_range"):
+            if cfg.get(key) is not None:
+                cfg[key] = tuple(cfg[key])
         config = PartitionConfig(**{f.name: cfg[f.name] for f in fields(PartitionConfig) if f.name in cfg})
         blocks = [Block(**b) for b in data["blocks"]]
         for b in blocks:  # ids and revisions name folders: they must not reach outside the run
             if not BLOCK_ID.fullmatch(str(b.id)) or not isinstance(b.revision, int) or b.revision < 1:
                 raise BirdnerfError(f"bad block id or revision ({b.id!r}, {b.revision!r})", path)
+        if "points_file" in data["frame"]:
+            points_path(path.parent, data["frame"]["points_file"])
         return Partition(
             dataset=data["dataset"],
             config=config,
@@ -160,6 +208,7 @@ def read_partition(run_dir: str | Path) -> Partition:
             sources=data.get("sources", []),
             change=data.get("change", {}),
             retired=data.get("retired", []),
+            run_dir=path.parent,
         )
     except (KeyError, TypeError) as err:
         raise BirdnerfError(f"manifest is missing or has a bad field ({err})", path) from None

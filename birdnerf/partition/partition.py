@@ -8,23 +8,39 @@ from pathlib import Path
 
 import numpy as np
 
+from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.footprint import Footprints, compute_footprints
 from birdnerf.partition.layout import block_id, choose_shape, core_cell, coverage, expanded_rects, grid_edges
-from birdnerf.partition.manifest import Block, Partition, PartitionConfig
+from birdnerf.partition.manifest import POINTS_FILE, Block, Partition, PartitionConfig, points_path
 from birdnerf.scene.frame import FrameEstimate, to_world_frame
 from birdnerf.scene.scene import Scene, merge_scenes
 
 
-def altitude_range(scene: Scene, rect: list[float], altitude: float, margin: float) -> tuple[float, float]:
+def altitude_range(
+    scene: Scene,
+    rect: list[float],
+    altitude: float,
+    margin: float,
+    *,
+    ground_uncertainty: float = 0.0,
+    z_range: list[float] | tuple[float, float] | None = None,
+) -> tuple[float, float]:
     """(zmin, zmax) of the surface inside ``rect``: from sparse points, else a slab over the ground.
 
     Without points the slab reaches from a little below the ground to half the flying height.
+    A guessed ground (``ground_uncertainty`` > 0: how far below ``scene.ground_z`` the true
+    ground may lie) widens the slab from that far below the guess to just below the cameras.
+    A user-stated ``z_range`` (world z) is the range, as given.
     """
+    if z_range is not None:
+        return float(z_range[0]), float(z_range[1])
     ground = float(scene.ground_z or 0.0)
     zmin, zmax = ground - 0.05 * altitude, ground + 0.5 * altitude
     pts = scene.points
-    if pts is not None and len(pts):
+    if ground_uncertainty > 0:
+        zmin, zmax = ground - ground_uncertainty, ground + altitude
+    elif pts is not None and len(pts):
         inside = (
             (pts[:, 0] >= rect[0]) & (pts[:, 0] <= rect[2]) & (pts[:, 1] >= rect[1]) & (pts[:, 1] <= rect[3])
         )
@@ -36,8 +52,23 @@ def altitude_range(scene: Scene, rect: list[float], altitude: float, margin: flo
     return float(zmin), float(min(zmax, ground + 0.95 * altitude))
 
 
-def partition_scene(scene: Scene, config: PartitionConfig, dataset: str = "") -> Partition:
-    """Cut a z-up ``scene`` (see :func:`birdnerf.scene.frame.to_world_frame`) into blocks."""
+def box_options(frame: dict) -> dict:
+    """The keyword arguments of :func:`altitude_range` that a manifest's frame record sets."""
+    return {
+        "ground_uncertainty": float(frame.get("ground_uncertainty_m", 0.0)),
+        "z_range": frame.get("z_range"),
+    }
+
+
+def partition_scene(
+    scene: Scene, config: PartitionConfig, dataset: str = "", frame: dict | None = None
+) -> Partition:
+    """Cut a z-up ``scene`` (see :func:`birdnerf.scene.frame.to_world_frame`) into blocks.
+
+    ``frame`` is the manifest's frame record (see :func:`scene_to_world`); its
+    ``ground_uncertainty_m`` and ``z_range`` shape the blocks' boxes.
+    """
+    frame = frame or {}
     if not scene.is_world_frame:
         raise ValueError("partition_scene needs a scene in the bird-view world frame")
     train = np.asarray(scene.indices("train"))
@@ -61,7 +92,7 @@ def partition_scene(scene: Scene, config: PartitionConfig, dataset: str = "") ->
         for c in range(cols):
             core = [x_edges[c], y_edges[r], x_edges[c + 1], y_edges[r + 1]]
             rect = expanded[r, c].tolist()
-            zmin, zmax = altitude_range(scene, rect, altitude, config.box_margin)
+            zmin, zmax = altitude_range(scene, rect, altitude, config.box_margin, **box_options(frame))
             photos = sorted(members.get(r * cols + c, {}).items())
             images = [names[i] for i, _ in photos if scene.split[i] == "train"]
             tests = [names[i] for i, _ in photos if scene.split[i] == "test"]
@@ -78,7 +109,7 @@ def partition_scene(scene: Scene, config: PartitionConfig, dataset: str = "") ->
     return Partition(
         dataset=dataset,
         config=config,
-        frame={},
+        frame=frame,
         x_edges=x_edges.tolist(),
         y_edges=y_edges.tolist(),
         blocks=blocks,
@@ -104,21 +135,50 @@ def assign_photos(
 
 def frame_record(scene: Scene, estimate: FrameEstimate, load_transform: np.ndarray) -> dict:
     """What the manifest keeps of the world frame, so later stages load the same scene."""
-    return {
+    record = {
         "load_transform": load_transform.tolist(),
         "world_from_input": scene.world_from_input.tolist(),
         "ground_z": float(scene.ground_z or 0.0),
         "up_source": estimate.up_source,
         "ground_source": estimate.ground_source,
     }
+    if estimate.ground_uncertainty > 0:
+        record["ground_uncertainty_m"] = float(estimate.ground_uncertainty)
+    if estimate.measured_points:
+        record["measured_points"] = int(estimate.measured_points)
+        record["points_file"] = POINTS_FILE
+    return record
 
 
-def scene_to_world(scene: Scene) -> tuple[Scene, dict]:
-    """Bring a freshly read scene into the world frame; also return the manifest's frame record."""
+def scene_to_world(
+    scene: Scene, ground_z: float | None = None, z_range: tuple[float, float] | None = None
+) -> tuple[Scene, dict]:
+    """Bring a freshly read scene into the world frame; also return the manifest's frame record.
+
+    ``ground_z`` and ``z_range`` are user-stated heights along the dataset's up axis (see
+    :class:`~birdnerf.partition.manifest.PartitionConfig`); ``z_range`` is recorded in world z.
+    """
     before = scene.world_from_input.copy()
-    world, estimate = to_world_frame(scene)
+    world, estimate = to_world_frame(scene, ground_z=ground_z)
     load_transform = world.world_from_input @ np.linalg.inv(before)
-    return world, frame_record(world, estimate, load_transform)
+    record = frame_record(world, estimate, load_transform)
+    if z_range is not None:
+        record["z_range"] = [float(z_range[0] - estimate.z_shift), float(z_range[1] - estimate.z_shift)]
+    return world, record
+
+
+def check_user_geometry(scene: Scene, frame: dict, config: PartitionConfig) -> None:
+    """Raise BirdnerfError when a user-stated height is not below every camera (the message uses
+    the dataset's heights, as the user gave them)."""
+    lowest = float(scene.centers[:, 2].min())  # world z
+    if config.ground_z is not None and float(scene.ground_z or 0.0) >= lowest:
+        top = lowest + config.ground_z - float(scene.ground_z or 0.0)
+        raise BirdnerfError(f"--ground-z {config.ground_z:g} is not below the cameras (lowest at {top:.4g})")
+    if config.z_range is not None and frame["z_range"][1] >= lowest:
+        top = lowest + config.z_range[1] - frame["z_range"][1]
+        raise BirdnerfError(
+            f"--z-range top {config.z_range[1]:g} is not below the cameras (lowest at {top:.4g})"
+        )
 
 
 def apply_frame(scene: Scene, frame: dict) -> Scene:
@@ -148,10 +208,12 @@ def partition_dataset(
     from birdnerf.scene.load import load_dataset
 
     config = config or PartitionConfig()
-    scene, frame = scene_to_world(load_dataset(data))
-    partition = partition_scene(scene, config, dataset=dataset_label(Path(data)))
-    partition.frame = frame
+    config.check()
+    scene, frame = scene_to_world(load_dataset(data), config.ground_z, config.z_range)
+    check_user_geometry(scene, frame, config)
+    partition = partition_scene(scene, config, dataset=dataset_label(Path(data)), frame=frame)
     run_dir = Path(run_dir)
+    partition.run_dir = run_dir
     owned = [run_dir / "blocks", run_dir / "history", run_dir / "partition.staged.json"]
     if (run_dir / MANIFEST).exists() and any(p.exists() for p in owned):
         if force:
@@ -167,6 +229,14 @@ def partition_dataset(
                 run_dir,
             )
     run_dir.mkdir(parents=True, exist_ok=True)
+    points = run_dir / POINTS_FILE
+    if frame.get("points_file"):
+        # Measured points live with the run: the dataset may be read-only, and every later stage
+        # (the training's surface prior first) must see the same points.
+        with atomic.atomic_path(points) as tmp, open(tmp, "wb") as f:
+            np.savez(f, xyz=scene.points.astype(np.float64), rgb=np.asarray(scene.point_colors, np.uint8))
+    else:
+        points.unlink(missing_ok=True)  # measured for an earlier partition of this run
     write_partition(run_dir, partition)
     plot_partition(
         partition,
@@ -183,6 +253,8 @@ def load_scene(partition: Partition) -> Scene:
     from birdnerf.scene.load import load_dataset
 
     base = apply_frame(load_dataset(partition.dataset), partition.frame)
+    if base.points is None and partition.frame.get("points_file"):
+        base.points, base.point_colors = read_points(partition)
     if not partition.sources:
         return base
     added = [
@@ -193,3 +265,20 @@ def load_scene(partition: Partition) -> Scene:
         for s in partition.sources
     ]
     return merge_scenes(base, added)
+
+
+def read_points(partition: Partition) -> tuple[np.ndarray, np.ndarray]:
+    """The points measured at partition time, (M, 3) float64 world xyz and (M, 3) uint8 RGB,
+    from the file the frame record names inside the run directory."""
+    if partition.run_dir is None:
+        raise ValueError("this partition was not read from a run directory; its points file is unknown")
+    path = points_path(partition.run_dir, partition.frame["points_file"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["xyz"].astype(np.float64), data["rgb"].astype(np.uint8)
+    except FileNotFoundError:
+        raise BirdnerfError(
+            "measured points file is missing (run `birdnerf partition` again)", path
+        ) from None
+    except (OSError, KeyError, ValueError) as err:
+        raise BirdnerfError(f"points file needs arrays 'xyz' and 'rgb' ({err})", path) from None

@@ -2,7 +2,9 @@
 
 Readers return scenes in their input frame (COLMAP's arbitrary gauge, a nerfstudio frame ...).
 :func:`to_world_frame` estimates "up" and the ground height and moves the scene into a frame
-where x/y is the ground plane, so that partitioning and compositing can work in bird view.
+where x/y is the ground plane, so that partitioning and compositing can work in bird view. The
+ground comes from measurements (sparse points, depth maps, or points triangulated from the posed
+photos) whenever possible; a guess from the photo spacing is the last resort, and says so.
 The transform back to the input frame is kept in ``Scene.world_from_input``.
 """
 
@@ -18,12 +20,37 @@ from birdnerf.scene.scene import Scene
 log = logging.getLogger("birdnerf")
 
 
+MIN_TRIANGULATED = 200
+"""Fewer measured points than this are not trusted for the ground height."""
+HEURISTIC_UNCERTAINTY = 2.0
+"""How far below the spacing guess the ground may lie, as a multiple of the guessed altitude:
+real surveys fly 60-90 % forward overlap, so the true altitude is up to ~3x the 70 % guess."""
+
+
 @dataclass(frozen=True)
 class FrameEstimate:
     """How the world frame was found (recorded in the partition manifest)."""
 
     up_source: str  # "already_world", "camera_plane", "sparse_points" or "view_directions"
-    ground_source: str  # "scene", "sparse_points", "depth_maps" or "overlap_heuristic"
+    ground_source: (
+        str  # "scene", "sparse_points", "depth_maps", "triangulated", "user" or "overlap_heuristic"
+    )
+    ground_uncertainty: float = 0.0
+    """How far (scene units) the true ground may lie below ``ground_z``; 0 when it was measured."""
+    z_shift: float = 0.0
+    """World z = height along the input's up axis - ``z_shift`` (what the frame move subtracted)."""
+    measured_points: int = 0
+    """Points triangulated from the photos (0 unless ``ground_source`` is "triangulated")."""
+
+
+@dataclass(frozen=True)
+class GroundEstimate:
+    """A ground height, where it came from, and how far below it the true ground may lie."""
+
+    z: float
+    source: str
+    uncertainty: float = 0.0
+    measured_points: int = 0
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -86,12 +113,24 @@ def _flight_direction(ground_xy: np.ndarray) -> np.ndarray:
 
 
 def estimate_ground_z(scene: Scene) -> tuple[float, str]:
-    """Ground height in a z-up frame, from sparse points, depth maps or the survey geometry."""
+    """Ground height in a z-up frame and its source (see :func:`estimate_ground`)."""
+    ground = estimate_ground(scene)
+    return ground.z, ground.source
+
+
+def estimate_ground(scene: Scene) -> GroundEstimate:
+    """Ground height in a z-up frame: from sparse points, depth maps, points measured from the
+    photos, or, failing all, the survey geometry (with a warning and a wide uncertainty).
+
+    Without points or depth maps the photos are matched by plane-sweep stereo
+    (:func:`birdnerf.scene.triangulate.triangulate_scene`); when that gives at least
+    ``MIN_TRIANGULATED`` points they become ``scene.points`` / ``scene.point_colors``.
+    """
     if scene.points is not None and len(scene.points) >= 20:
         z = scene.points[:, 2]
         # Most of a site is ground: the lower-middle of the height distribution is robust to
         # buildings and trees above it and to the odd outlier below it.
-        return float(np.quantile(z, 0.3)), "sparse_points"
+        return GroundEstimate(float(np.quantile(z, 0.3)), "sparse_points")
     if scene.depth_paths:
         heights = []
         for i in np.linspace(0, len(scene) - 1, min(len(scene), 16)).astype(int):
@@ -99,10 +138,28 @@ def estimate_ground_z(scene: Scene) -> tuple[float, str]:
             d = float(np.median(depth[np.isfinite(depth) & (depth > 0)]))
             # z-depth d along the optical axis: the axis meets the surface at centre + d * axis.
             heights.append(scene.c2w[i, 2, 3] + d * scene.c2w[i, 2, 2])
-        return float(np.median(heights)), "depth_maps"
+        return GroundEstimate(float(np.median(heights)), "depth_maps")
+    from birdnerf.scene.triangulate import triangulate_scene
+
+    measured = triangulate_scene(scene)
+    if len(measured) >= MIN_TRIANGULATED:
+        scene.points, scene.point_colors = measured.points, measured.colors
+        z = float(np.quantile(measured.points[:, 2], 0.3))
+        return GroundEstimate(z, "triangulated", measured_points=len(measured))
     altitude = _altitude_from_spacing(scene)
-    log.warning("no sparse points or depth maps: ground height guessed from photo spacing (%.3g)", altitude)
-    return float(np.median(scene.centers[:, 2]) - altitude), "overlap_heuristic"
+    ground = float(np.median(scene.centers[:, 2]) - altitude)
+    uncertainty = HEURISTIC_UNCERTAINTY * altitude
+    log.warning(
+        "no sparse points or depth maps, and the photos gave too few stereo matches (%d points): "
+        "the ground height is guessed from the photo spacing (%.3g below the cameras, assuming 70 %% "
+        "forward overlap) and may lie up to %.3g lower; block boxes are widened to cover that. "
+        "For tight boxes give the ground height (birdnerf partition --ground-z, or --z-range for "
+        "the surface's height range) or add sparse points (e.g. a COLMAP model) to the dataset",
+        len(measured),
+        altitude,
+        uncertainty,
+    )
+    return GroundEstimate(ground, "overlap_heuristic", uncertainty)
 
 
 def _altitude_from_spacing(scene: Scene) -> float:
@@ -118,15 +175,27 @@ def _altitude_from_spacing(scene: Scene) -> float:
     return spacing / (0.6 * np.tan(half_fov))
 
 
-def to_world_frame(scene: Scene) -> tuple[Scene, FrameEstimate]:
+def to_world_frame(scene: Scene, ground_z: float | None = None) -> tuple[Scene, FrameEstimate]:
     """Move ``scene`` into the bird-view frame (z up, ground at z = 0, centred on the survey).
 
-    Scenes already marked ``is_world_frame`` (e.g. birdnerf's own datasets) are returned as is.
+    Scenes already marked ``is_world_frame`` (e.g. birdnerf's own datasets) keep their frame.
+
+    Args:
+        scene: the scene as read; may gain measured points (see :func:`estimate_ground`).
+        ground_z: the ground height when the user knows it, as a height along the scene's up
+            axis: the z coordinate after ``up`` is rotated onto +z about the input origin (for
+            a z-up dataset, its z coordinate; for a world-frame scene, its z). Skips the estimate.
     """
     if scene.is_world_frame:
+        if ground_z is not None:
+            scene.ground_z = float(ground_z)
+            return scene, FrameEstimate("already_world", "user")
         if scene.ground_z is None:
-            scene.ground_z, ground_source = estimate_ground_z(scene)
-            return scene, FrameEstimate("already_world", ground_source)
+            ground = estimate_ground(scene)
+            scene.ground_z = ground.z
+            return scene, FrameEstimate(
+                "already_world", ground.source, ground.uncertainty, measured_points=ground.measured_points
+            )
         return scene, FrameEstimate("already_world", "scene")
     up, up_source = estimate_up(scene)
     rot = np.eye(4)
@@ -135,12 +204,14 @@ def to_world_frame(scene: Scene) -> tuple[Scene, FrameEstimate]:
     heading = _flight_direction(tmp.centers[:, :2])
     yaw = np.eye(4)
     yaw[:3, :3] = rotation_to_z(np.array([0.0, 0.0, 1.0]), np.array([heading[0], heading[1], 0.0]))
-    tmp = tmp.transformed(yaw)
-    ground_z, ground_source = estimate_ground_z(tmp)
+    tmp = tmp.transformed(yaw)  # a turn about z: heights along up are unchanged
+    ground = GroundEstimate(float(ground_z), "user") if ground_z is not None else estimate_ground(tmp)
     shift = np.eye(4)
     shift[:2, 3] = -np.median(tmp.centers[:, :2], axis=0)
-    shift[2, 3] = -ground_z
+    shift[2, 3] = -ground.z
     world = tmp.transformed(shift)
     world.ground_z = 0.0
     world.is_world_frame = True
-    return world, FrameEstimate(up_source, ground_source)
+    return world, FrameEstimate(
+        up_source, ground.source, ground.uncertainty, ground.z, ground.measured_points
+    )

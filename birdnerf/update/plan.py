@@ -16,7 +16,7 @@ import numpy as np
 from birdnerf.partition.footprint import compute_footprints
 from birdnerf.partition.layout import block_id, expanded_rects
 from birdnerf.partition.manifest import BLOCK_ID, Block, Partition
-from birdnerf.partition.partition import altitude_range, assign_photos
+from birdnerf.partition.partition import altitude_range, assign_photos, box_options
 from birdnerf.scene.scene import Scene, merge_scenes
 
 BOX_SLACK = 0.05
@@ -113,7 +113,9 @@ def plan_update(
             if len(train) < 2:
                 continue
             core = [x_edges[c], y_edges[r], x_edges[c + 1], y_edges[r + 1]]
-            zmin, zmax = altitude_range(merged, rect, altitude, config.box_margin)
+            zmin, zmax = altitude_range(
+                merged, rect, altitude, config.box_margin, **box_options(partition.frame)
+            )
             new_id = block_id(r - origin[0], c - origin[1])
             block = Block(new_id, r, c, core, rect, [rect[0], rect[1], zmin, rect[2], rect[3], zmax], [], [])
             partition.blocks.append(block)
@@ -129,7 +131,7 @@ def plan_update(
         if block.id in plan.created:
             plan.retrain[block.id] = "from-scratch"
             continue
-        zmin, zmax = altitude_range(merged, rect, altitude, config.box_margin)
+        zmin, zmax = altitude_range(merged, rect, altitude, config.box_margin, **box_options(partition.frame))
         old = block.box
         slack = BOX_SLACK * (old[5] - old[2])
         if zmin < old[2] - slack or zmax > old[5] + slack:  # new geometry sticks out of the box
