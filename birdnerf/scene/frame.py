@@ -41,6 +41,8 @@ class FrameEstimate:
     """World z = height along the input's up axis - ``z_shift`` (what the frame move subtracted)."""
     measured_points: int = 0
     """Points triangulated from the photos (0 unless ``ground_source`` is "triangulated")."""
+    points_reach_z: float | None = None
+    """World z above which the measured points say nothing (see ``Triangulation.reach_z``)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class GroundEstimate:
     source: str
     uncertainty: float = 0.0
     measured_points: int = 0
+    points_reach_z: float | None = None
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -145,7 +148,9 @@ def estimate_ground(scene: Scene) -> GroundEstimate:
     if len(measured) >= MIN_TRIANGULATED:
         scene.points, scene.point_colors = measured.points, measured.colors
         z = float(np.quantile(measured.points[:, 2], 0.3))
-        return GroundEstimate(z, "triangulated", measured_points=len(measured))
+        return GroundEstimate(
+            z, "triangulated", measured_points=len(measured), points_reach_z=measured.reach_z
+        )
     altitude = _altitude_from_spacing(scene)
     ground = float(np.median(scene.centers[:, 2]) - altitude)
     uncertainty = HEURISTIC_UNCERTAINTY * altitude
@@ -194,7 +199,11 @@ def to_world_frame(scene: Scene, ground_z: float | None = None) -> tuple[Scene, 
             ground = estimate_ground(scene)
             scene.ground_z = ground.z
             return scene, FrameEstimate(
-                "already_world", ground.source, ground.uncertainty, measured_points=ground.measured_points
+                "already_world",
+                ground.source,
+                ground.uncertainty,
+                measured_points=ground.measured_points,
+                points_reach_z=ground.points_reach_z,
             )
         return scene, FrameEstimate("already_world", "scene")
     up, up_source = estimate_up(scene)
@@ -212,6 +221,7 @@ def to_world_frame(scene: Scene, ground_z: float | None = None) -> tuple[Scene, 
     world = tmp.transformed(shift)
     world.ground_z = 0.0
     world.is_world_frame = True
+    reach = None if ground.points_reach_z is None else ground.points_reach_z - ground.z
     return world, FrameEstimate(
-        up_source, ground.source, ground.uncertainty, ground.z, ground.measured_points
+        up_source, ground.source, ground.uncertainty, ground.z, ground.measured_points, reach
     )

@@ -75,12 +75,17 @@ class Triangulation:
         colors: (M, 3) uint8 RGB of the reference pixel.
         confidence: (M,) float32 NCC peak in [0, 1] (mean over the two neighbours).
         photos: how many reference photos were matched (with two usable neighbours).
+        reach_z: height (scene z) above which the matcher was blind: the nearest depth it swept
+            seen from the lowest reference photo. Surfaces above it (a tower roof close to the
+            cameras) shift too far between neighbours to be matched, so the points say nothing
+            there. ``inf`` when no photo was matched.
     """
 
     points: np.ndarray
     colors: np.ndarray
     confidence: np.ndarray
     photos: int
+    reach_z: float = float("inf")
 
     def __len__(self) -> int:
         return len(self.points)
@@ -231,8 +236,9 @@ def _supported(keep: Tensor, pos: Tensor, gap: float, need: int) -> Tensor:
 @torch.no_grad()
 def match_photo(
     scene: Scene, ref: int, neighbours: list[int], config: TriangulateConfig, cache: dict
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points (M, 3), colours (M, 3) uint8 and confidences (M,) measured in photo ``ref``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Points (M, 3), colours (M, 3) uint8 and confidences (M,) measured in photo ``ref``, and
+    the height (scene z) of the nearest depth swept along its optical axis (its reach)."""
     photos = {i: cache.setdefault(i, _load_small(scene, i, config.width)) for i in [ref, *neighbours]}
     rgb, cam = photos[ref]
     grey = _grey(rgb)
@@ -297,7 +303,9 @@ def match_photo(
         idx = idx[np.linspace(0, len(idx) - 1, config.max_points_per_photo).round().astype(int)]
     rays64 = rays.reshape(-1, 3).double().numpy()[idx]
     pts = c2w[:3, 3] + depth.ravel().numpy()[idx, None] * rays64
-    return pts, rgb.reshape(-1, 3)[idx], peak.ravel().numpy()[idx].astype(np.float32)
+    # The last plane is never accepted (a peak there may lie beyond the sweep).
+    reach = float(c2w[2, 3] + axis[2] / float(inv_depth[-2 if len(inv_depth) > 1 else -1]))
+    return pts, rgb.reshape(-1, 3)[idx], peak.ravel().numpy()[idx].astype(np.float32), reach
 
 
 def triangulate_scene(scene: Scene, config: TriangulateConfig | None = None) -> Triangulation:
@@ -311,7 +319,7 @@ def triangulate_scene(scene: Scene, config: TriangulateConfig | None = None) -> 
     train = scene.indices("train")
     refs = [train[k] for k in spread_subset(scene.centers[train], config.max_photos)]
     cache: dict = {}
-    pts, cols, conf, used = [], [], [], 0
+    pts, cols, conf, used, reach = [], [], [], 0, float("inf")
     threads = torch.get_num_threads()
     # The tensors are small (~1M elements): one thread is faster than several fighting for busy
     # cores, and keeps every reduction in one order (deterministic results).
@@ -321,8 +329,9 @@ def triangulate_scene(scene: Scene, config: TriangulateConfig | None = None) -> 
             neighbours = pick_neighbours(scene, ref, train, config)
             if len(neighbours) < 2:
                 continue
-            p, c, s = match_photo(scene, ref, neighbours, config, cache)
+            p, c, s, r = match_photo(scene, ref, neighbours, config, cache)
             used += 1
+            reach = min(reach, r)
             pts.append(p)
             cols.append(c)
             conf.append(s)
@@ -331,5 +340,5 @@ def triangulate_scene(scene: Scene, config: TriangulateConfig | None = None) -> 
     if not pts:
         return Triangulation(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), used)
     return Triangulation(
-        np.concatenate(pts), np.concatenate(cols).astype(np.uint8), np.concatenate(conf), used
+        np.concatenate(pts), np.concatenate(cols).astype(np.uint8), np.concatenate(conf), used, reach
     )

@@ -134,7 +134,7 @@ def train_block(
     torch.manual_seed(config.seed)
     model = build_model(block, config, num_images=len(block.images))
     if config.surface_prior:
-        model.set_surface_prior(scene.points)
+        model.set_surface_prior(scene.points, scene.points_reach_z)
     optimizer = make_optimizer(model, config)
     half = config.steps // 2
     clock = _Clock(config.max_seconds)

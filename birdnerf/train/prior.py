@@ -7,17 +7,17 @@ a ray from the whole altitude slab to a thin shell, from the first training step
 
 The bounds adapt to how much the points can be trusted:
 
-- **where points are sparse the window dilates**: a column's neighbourhood grows (``radius``,
-  twice, four times ... up to ``max_radius`` cells) until it holds ``min_points`` points, so a
-  lone point never pins a column to its height;
-- **tops are bounded loosely**: the upper bound comes from a window twice as wide as the lower
-  bound's, because canopies and eaves overhang the points found on them (structure from motion
-  finds few points on foliage, and cutting a tree's crown shows as staircase edges);
-- **where points disagree the shell widens**: the pad grows with the spread of the heights in
-  the window, whether it comes from noise or from real relief;
-- **where there are none the prior is off**: a column with fewer than ``min_points`` points
-  within ``max_radius`` cells keeps every cell, so a missing point never removes a surface and
-  a stray one never pins a column to a wrong height.
+- **where points are sparse the shell dilates**: the pad above and below a column's bounds grows
+  as the points in its neighbourhood thin out (up to ``1 + dilation`` times the margin for a
+  single point), since a few points say little about what lies between them;
+- **where points disagree the shell widens**: the pad also grows with the spread of the heights
+  in the neighbourhood, whether it comes from noise or from real relief;
+- **tops are bounded loosely**: the upper bound comes from a neighbourhood twice as wide as the
+  lower bound's, because canopies and eaves overhang the points found on them (structure from
+  motion finds few points on foliage, and a cut crown shows as staircase edges);
+- **where there are none the prior is off**: a column with no point in its neighbourhood keeps
+  every cell, so a missing point (water, a textureless roof) never removes a surface; nor do
+  points measured by stereo rule out heights their matcher could not see (``reach_z``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def surface_prior(
     radius: int = 2,
     margin_cells: float = 1.5,
     min_points: int = 8,
-    max_radius: int = 8,
+    dilation: float = 3.0,
     spread_factor: float = 0.5,
+    reach_z: float | None = None,
 ) -> Tensor:
     """(rx, ry, rz) bool mask of the cells that may hold the surface.
 
@@ -43,12 +44,13 @@ def surface_prior(
         points: (M, 3) sparse points, world metres (None or empty: everything may be occupied).
         box: (xmin, ymin, zmin, xmax, ymax, zmax) of the grid.
         resolution: cells per axis.
-        radius: smallest x/y neighbourhood, in cells, whose points bound a column.
-        margin_cells: extra cells kept above and below the bounds.
-        min_points: points a neighbourhood must hold before it is trusted; smaller ones dilate.
-        max_radius: largest neighbourhood, in cells; columns with fewer than ``min_points`` points
-            within it keep every cell.
-        spread_factor: extra pad per metre of standard deviation of the heights in the window.
+        radius: x/y neighbourhood, in cells, whose points bound a column (twice that for the top).
+        margin_cells: cells kept above and below the bounds where points are dense.
+        min_points: points a neighbourhood needs for the plain margin; fewer dilate it.
+        dilation: extra margin, in multiples of ``margin_cells``, for a single point.
+        spread_factor: extra pad per metre of standard deviation of the heights nearby.
+        reach_z: height above which the points say nothing (stereo cannot match surfaces close
+            to the cameras): cells above it are never ruled out. None: the points see all heights.
     """
     rx, ry, rz = resolution
     mask = torch.ones(resolution, dtype=torch.bool)
@@ -70,29 +72,20 @@ def surface_prior(
     np.minimum.at(zmin, at, pts[:, 2])
     np.maximum.at(zmax, at, pts[:, 2])
 
-    radii = [radius]
-    while radii[-1] < max_radius:
-        radii.append(min(2 * radii[-1], max_radius))
-    low = np.full((rx, ry), np.nan)
-    high = np.full((rx, ry), np.nan)
-    spread = np.zeros((rx, ry))
-    for r in radii:
-        n = _window(count, r, np.add, 0.0)
-        undecided = np.isnan(low) & (n >= min_points)
-        if not undecided.any():
-            continue
-        mean = _window(zsum, r, np.add, 0.0) / np.maximum(n, 1)
-        var = _window(zsq, r, np.add, 0.0) / np.maximum(n, 1) - mean**2
-        top = _window(zmax, 2 * r, np.maximum, -np.inf)
-        low[undecided] = _window(zmin, r, np.minimum, np.inf)[undecided]
-        high[undecided] = top[undecided]
-        spread[undecided] = np.sqrt(np.maximum(var, 0.0))[undecided]
-    known = ~np.isnan(low)
-    pad = margin_cells * cell[2] + spread_factor * spread
+    n = _window(count, radius, np.add, 0.0)
+    known = n > 0
+    mean = _window(zsum, radius, np.add, 0.0) / np.maximum(n, 1)
+    spread = np.sqrt(np.maximum(_window(zsq, radius, np.add, 0.0) / np.maximum(n, 1) - mean**2, 0.0))
+    low = _window(zmin, radius, np.minimum, np.inf)
+    high = _window(zmax, 2 * radius, np.maximum, -np.inf)
+    sparse = np.clip((min_points - n) / max(min_points - 1, 1), 0.0, 1.0)
+    pad = margin_cells * cell[2] * (1.0 + dilation * sparse) + spread_factor * spread
     z_centers = lo[2] + (np.arange(rz) + 0.5) * cell[2]
     with np.errstate(invalid="ignore"):
         keep = (z_centers >= (low - pad)[..., None]) & (z_centers <= (high + pad)[..., None])
     keep |= ~known[..., None]
+    if reach_z is not None:
+        keep |= z_centers >= reach_z
     return torch.from_numpy(keep)
 
 
