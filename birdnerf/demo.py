@@ -44,7 +44,13 @@ class DemoResult:
     eval_json: Path
     psnr: float
     ssim: float
+    baseline_psnr: float
+    """Held-out PSNR (dB) of each test photo's own mean colour, averaged like ``psnr``."""
+    baseline_ssim: float
     seconds: dict[str, float]
+    trained: dict[str, dict] = field(default_factory=dict)
+    """Figures of the blocks trained by this call (each with its ``quality``); empty when every
+    block was already trained."""
 
 
 def run_demo(
@@ -85,7 +91,7 @@ def run_demo(
         rays_per_batch=config.rays_per_batch,
         samples_per_batch=32 * config.rays_per_batch,
     )
-    train_run(run_dir, train_config, jobs=config.jobs, on_progress=progress)
+    trained = train_run(run_dir, train_config, jobs=config.jobs, on_progress=progress)
     done()
 
     progress, done = stage("eval")
@@ -106,5 +112,8 @@ def run_demo(
         eval_json=run_dir / "eval.json",
         psnr=result["psnr"],
         ssim=result["ssim"],
+        baseline_psnr=result["baseline_psnr"],
+        baseline_ssim=result["baseline_ssim"],
         seconds=seconds,
+        trained=trained,
     )

@@ -8,11 +8,12 @@ from pathlib import Path
 import typer
 
 from birdnerf.demo import DemoConfig, run_demo
+from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
 from birdnerf_cli.evaluate import print_eval
 from birdnerf_cli.main import app, run
-from birdnerf_cli.train import block_progress
+from birdnerf_cli.train import block_progress, print_block_quality
 
 
 @app.command("demo")
@@ -49,6 +50,7 @@ def demo_cmd(
 
         result = run(run_demo, out, config, on_stage=on_stage)
         finish_stage()
+    print_block_quality(result.trained)
     print_eval(json.loads(result.eval_json.read_text()))
     total = sum(result.seconds.values())
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
@@ -58,5 +60,11 @@ def demo_cmd(
     console.print(f"renders:  {result.renders / 'test'}  (RGB, depth, block-id PNGs)")
     console.print(f"video:    {result.video}\n          {result.depth_video}")
     console.print(
-        f"metrics:  {result.eval_json}  (held-out PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f})"
+        f"metrics:  {result.eval_json}  (held-out PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}; "
+        f"each photo's mean colour: {result.baseline_psnr:.2f} dB, {result.baseline_ssim:.3f})"
     )
+    if result.psnr - result.baseline_psnr < MIN_MARGIN_DB:
+        console.print(
+            f"[bold red]warning:[/] the demo's renders are not {MIN_MARGIN_DB:g} dB better than each "
+            "photo's mean colour: training failed (see the warnings above)."
+        )

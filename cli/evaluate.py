@@ -9,6 +9,7 @@ from rich.table import Table
 
 from birdnerf.eval import evaluate_run
 from birdnerf.eval.appearance import AppearanceFit
+from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.eval.stage import APPEARANCE_PROTOCOLS
 from birdnerf.progress import bar, console
 from birdnerf_cli.main import app, run
@@ -29,25 +30,76 @@ def protocol_line(result: dict) -> str:
     return "appearance: mean code of the training photos - scores on whole photos"
 
 
+def _margin(score: float | None, base: float | None) -> str:
+    return "-" if score is None or base is None else f"{score - base:+.2f}"
+
+
 def print_eval(result: dict) -> None:
+    """The scores of ``eval.json`` beside the mean-colour baseline, and a warning when the run
+    does not beat that baseline by ``MIN_MARGIN_DB``."""
     console.print(protocol_line(result))
     region = " (right halves)" if result.get("scored_region") == "right-half" else ""
     table = Table(title=f"held-out photos: {result['n_test_photos']}{region}")
     table.add_column("scope")
-    table.add_column("PSNR (dB)", justify="right")
-    table.add_column("pixels", justify="right")
-    table.add_row("all (mean over photos)", _db(result["psnr"]), "")
-    table.add_row(
-        f"boundary band (±{result['boundary_band_m']:.1f} m)",
-        _db(result["psnr_boundary"]),
-        f"{result['boundary_pixels']:,}",
+    for column in ("PSNR (dB)", "mean colour (dB)", "margin (dB)", "pixels"):
+        table.add_column(column, justify="right")
+    base = result.get("baseline_psnr")  # None in eval.json files written before baselines
+    rows = [("all (mean over photos)", result["psnr"], base, "")]
+    rows.append(
+        (
+            f"boundary band (±{result['boundary_band_m']:.1f} m)",
+            result["psnr_boundary"],
+            result.get("baseline_psnr_boundary"),
+            f"{result['boundary_pixels']:,}",
+        )
     )
-    table.add_row("block interiors", _db(result["psnr_interior"]), f"{result['interior_pixels']:,}")
+    rows.append(
+        (
+            "block interiors",
+            result["psnr_interior"],
+            result.get("baseline_psnr_interior"),
+            f"{result['interior_pixels']:,}",
+        )
+    )
     for block_id, entry in result["per_block"].items():
-        table.add_row(f"block {block_id}", _db(entry["psnr"]), f"{entry['pixels']:,}")
+        rows.append((f"block {block_id}", entry["psnr"], entry.get("baseline_psnr"), f"{entry['pixels']:,}"))
+    for scope, score, baseline, pixels in rows:
+        table.add_row(scope, _db(score), _db(baseline), _margin(score, baseline), pixels)
     console.print(table)
     lpips = result["lpips_unavailable"] or f"{result['lpips']:.3f}"
-    console.print(f"SSIM {result['ssim']:.3f}   LPIPS: {lpips}")
+    base_ssim = result.get("baseline_ssim")
+    against = "" if base_ssim is None else f" (mean-colour baseline {base_ssim:.3f})"
+    console.print(f"SSIM {result['ssim']:.3f}{against}   LPIPS: {lpips}")
+    for line in baseline_warnings(result):
+        console.print(line)
+
+
+def baseline_warnings(result: dict) -> list[str]:
+    """Warning lines for a run (``eval.json`` content) that does not beat the mean-colour baseline
+    by ``MIN_MARGIN_DB``, overall or in some block; empty when it does (or has no baseline)."""
+    if result.get("baseline_psnr") is None:
+        return []
+    lines = []
+    margin = result["psnr"] - result["baseline_psnr"]
+    if not margin >= MIN_MARGIN_DB:
+        lines.append(
+            f"[bold red]warning:[/] held-out PSNR {result['psnr']:.2f} dB is {margin:+.2f} dB from the "
+            f"mean-colour baseline ({result['baseline_psnr']:.2f} dB; needs +{MIN_MARGIN_DB:g} dB): "
+            "the run learned nothing useful, its renders are no better than each photo's average "
+            "colour. Check the geometry (camera poses, the ground height in partition.json) and train "
+            "more steps."
+        )
+    weak = [
+        b
+        for b, e in result["per_block"].items()
+        if e.get("margin_db") is not None and not e["margin_db"] >= MIN_MARGIN_DB
+    ]
+    if weak and not (lines and len(weak) == len(result["per_block"])):  # else the line above says it
+        lines.append(
+            f"[bold yellow]warning:[/] block(s) {', '.join(weak)} do not beat the mean-colour baseline of "
+            f"their pixels by {MIN_MARGIN_DB:g} dB: check their geometry or train them longer."
+        )
+    return lines
 
 
 @app.command("eval")

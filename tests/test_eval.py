@@ -2,12 +2,13 @@
 
 import json
 
+import pytest
 import torch
 
 from birdnerf.composite import BlockCache, render_view, visible_blocks
 from birdnerf.eval import evaluate_run
 from birdnerf.eval.appearance import AppearanceFit, fit_appearance, left_width
-from birdnerf.eval.metrics import psnr
+from birdnerf.eval.metrics import baseline_psnr, psnr
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
@@ -104,6 +105,21 @@ def test_eval_json_records_the_protocol_and_scores_the_right_half(mini_runs):
     assert result["boundary_pixels"] + result["interior_pixels"] == right
     assert sum(entry["pixels"] for entry in result["per_block"].values()) == right
     assert result["lpips"] is None and "not" in result["lpips_unavailable"]
+    # Baselines beside every score, over the same (right-half) pixels: each photo's own mean colour.
+    rights = [
+        torch.from_numpy(load_rgb(scene.image_paths[i])).float()[:, left_width(cam.width) :] / 255
+        for i in scene.indices("test")
+    ]
+    expected = [baseline_psnr(t) for t in rights]
+    assert [p["baseline_psnr"] for p in saved["per_photo"]] == pytest.approx(expected)
+    assert saved["baseline_psnr"] == pytest.approx(sum(expected) / n)
+    assert 0 < saved["baseline_ssim"] < saved["ssim"]
+    assert saved["margin_db"] == pytest.approx(saved["psnr"] - saved["baseline_psnr"])
+    for key in ("baseline_psnr_boundary", "baseline_psnr_interior"):
+        assert key in saved
+    block_keys = {"psnr", "baseline_psnr", "margin_db", "pixels"}
+    assert all(set(entry) == block_keys for entry in saved["per_block"].values())
+    assert all({"baseline_psnr", "baseline_ssim", "margin_db"} <= set(p) for p in saved["per_photo"])
 
     result = evaluate_run(run, save_renders=False)
     assert result["appearance"] == "mean" and result["scored_region"] == "whole-image"
@@ -128,3 +144,19 @@ def test_eval_command_explains_and_checks_the_protocol(mini_runs):
     fit = {"appearance": "fit-left", "appearance_fit": {"steps": 32, "rays": 4096, "lr": 0.03, "seed": 0}}
     assert "RIGHT HALF" in protocol_line(fit) and "32 Adam steps" in protocol_line(fit)
     assert "whole photos" in protocol_line({"appearance": "mean"})
+
+
+def test_eval_output_warns_below_the_baseline():
+    import birdnerf_cli.main  # noqa: F401  (registers the commands before a command module)
+    from birdnerf_cli.evaluate import baseline_warnings
+
+    blocks = {"a": {"psnr": 21.0, "baseline_psnr": 16.0, "margin_db": 5.0, "pixels": 10}}
+    good = {"psnr": 21.0, "baseline_psnr": 16.0, "per_block": blocks}
+    assert baseline_warnings(good) == []
+    assert baseline_warnings({"psnr": 21.0, "per_block": {}}) == []  # written before baselines
+    noise = {"psnr": 13.5, "baseline_psnr": 14.6, "per_block": {"a": {**blocks["a"], "margin_db": -1.1}}}
+    (line,) = baseline_warnings(noise)
+    assert "-1.10 dB" in line and "learned nothing useful" in line and "ground height" in line
+    one_bad = {**good, "per_block": {**blocks, "b": {**blocks["a"], "margin_db": 0.2}}}
+    (line,) = baseline_warnings(one_bad)
+    assert "block(s) b " in line

@@ -26,7 +26,13 @@ from birdnerf.composite.stage import view_stem
 from birdnerf.composite.view import render_view
 from birdnerf.errors import BirdnerfError
 from birdnerf.eval.appearance import AppearanceFit, fit_appearance, left_width
-from birdnerf.eval.metrics import lpips_unavailable_reason, psnr, ssim
+from birdnerf.eval.metrics import (
+    lpips_unavailable_reason,
+    mean_color_baseline,
+    psnr,
+    psnr_from_mse,
+    ssim,
+)
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import Partition
 from birdnerf.progress import ProgressFn
@@ -37,17 +43,29 @@ from birdnerf.train.data import ground_points
 
 @dataclass
 class _Pool:
-    """Squared error summed over a set of pixels (pooled PSNR)."""
+    """Squared errors of the model and of the mean-colour baseline summed over a set of pixels
+    (pooled PSNR)."""
 
     sq: float = 0.0
+    base_sq: float = 0.0
     n: int = 0
 
-    def add(self, err: torch.Tensor) -> None:
+    def add(self, err: torch.Tensor, base_err: torch.Tensor) -> None:
         self.sq += float(err.sum())
+        self.base_sq += float(base_err.sum())
         self.n += int(err.numel())
 
     def psnr(self) -> float | None:
-        return None if self.n == 0 else -10.0 * float(np.log10(max(self.sq / self.n, 1e-10)))
+        return None if self.n == 0 else psnr_from_mse(self.sq / self.n)
+
+    def baseline_psnr(self) -> float | None:
+        return None if self.n == 0 else psnr_from_mse(self.base_sq / self.n)
+
+    def figures(self) -> dict:
+        """``{"psnr", "baseline_psnr", "margin_db", "pixels"}`` (None where no pixel fell here)."""
+        score, base = self.psnr(), self.baseline_psnr()
+        margin = None if score is None or base is None else score - base
+        return {"psnr": score, "baseline_psnr": base, "margin_db": margin, "pixels": self.n}
 
 
 def edge_distance(points: torch.Tensor, partition: Partition) -> torch.Tensor:
@@ -80,6 +98,13 @@ def evaluate_run(
     optimisation (default :class:`AppearanceFit`); its saved renders use the fitted codes. The
     result records both, and ``scored_region`` (``whole-image`` or ``right-half``) says which
     pixels every score (per photo, per block, band, interior) covers.
+
+    Beside every score stands the mean-colour baseline of the same pixels (each photo predicted
+    by its own mean colour over its scored pixels; pooled over blocks, band and interior like the
+    scores): ``baseline_psnr``, ``baseline_ssim`` and ``margin_db`` (PSNR over the baseline, dB)
+    overall and per photo, ``baseline_psnr``/``margin_db`` per block, and
+    ``baseline_psnr_boundary``/``baseline_psnr_interior``. A margin below
+    :data:`birdnerf.eval.metrics.MIN_MARGIN_DB` means the run learned nothing useful.
     """
     if appearance not in APPEARANCE_PROTOCOLS:
         raise BirdnerfError(f"unknown appearance protocol {appearance!r}; choose mean or fit-left")
@@ -112,40 +137,55 @@ def evaluate_run(
         if save_renders:
             save_view(run_dir / "renders" / "test", view_stem(name), view)
         pred, truth = view.rgb[:, first:], target[:, first:]
+        # The photo's own mean colour over the scored pixels: what a model that learned no
+        # geometry converges to, so the score means something only above it.
+        base = mean_color_baseline(truth)
         err = ((pred - truth) ** 2).mean(dim=-1)  # (H, scored columns)
+        base_err = ((base - truth) ** 2).mean(dim=-1)
         o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[:, first:])
         near_edge = edge_distance(ground_points(o, d, partition.frame["ground_z"]), partition) <= band_m
-        boundary.add(err[near_edge])
-        interior.add(err[~near_edge])
+        boundary.add(err[near_edge], base_err[near_edge])
+        interior.add(err[~near_edge], base_err[~near_edge])
         block_map = view.block_map[:, first:]
         for b, pool in enumerate(per_block.values()):
-            pool.add(err[block_map == b])
+            pool.add(err[block_map == b], base_err[block_map == b])
+        score, base_score = psnr(pred, truth), psnr(base, truth)
         per_photo.append(
             {
                 "name": name,
-                "psnr": psnr(pred, truth),
+                "psnr": score,
                 "ssim": ssim(pred, truth),
+                "baseline_psnr": base_score,
+                "baseline_ssim": ssim(base, truth),
+                "margin_db": score - base_score,
                 "blocks": view.blocks,
                 "reassigned_pixels": view.reassigned,
             }
         )
         if progress:
             progress(k + 1, len(tests), {"PSNR": per_photo[-1]["psnr"]})
+    keys = ("psnr", "ssim", "baseline_psnr", "baseline_ssim")
+    overall = {k: float(np.mean([p[k] for p in per_photo])) for k in keys}  # means over photos
     result = {
         "n_test_photos": len(tests),
         "appearance": appearance,
         "appearance_fit": asdict(fit) if fitting else None,
         "scored_region": "right-half" if fitting else "whole-image",
-        "psnr": float(np.mean([p["psnr"] for p in per_photo])),
-        "ssim": float(np.mean([p["ssim"] for p in per_photo])),
+        "psnr": overall["psnr"],
+        "ssim": overall["ssim"],
+        "baseline_psnr": overall["baseline_psnr"],
+        "baseline_ssim": overall["baseline_ssim"],
+        "margin_db": overall["psnr"] - overall["baseline_psnr"],
         "lpips": None,
         "lpips_unavailable": lpips_unavailable_reason(),
         "boundary_band_m": band_m,
         "psnr_boundary": boundary.psnr(),
         "psnr_interior": interior.psnr(),
+        "baseline_psnr_boundary": boundary.baseline_psnr(),
+        "baseline_psnr_interior": interior.baseline_psnr(),
         "boundary_pixels": boundary.n,
         "interior_pixels": interior.n,
-        "per_block": {bid: {"psnr": pool.psnr(), "pixels": pool.n} for bid, pool in per_block.items()},
+        "per_block": {bid: pool.figures() for bid, pool in per_block.items()},
         "per_photo": per_photo,
         "seconds": time.perf_counter() - start,
     }

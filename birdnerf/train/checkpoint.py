@@ -4,7 +4,8 @@
 - ``checkpoint.pt`` model + optimiser + random state at a step (tensors and plain values only)
 - ``model.pt``      the final model's tensors, what the renderer loads
 - ``metrics.jsonl`` one JSON object per logged step
-- ``done.json``     written last: the block is finished (final figures)
+- ``done.json``     written last: the block is finished (final figures; ``quality``: held-out
+  PSNR against the mean-colour baseline, see :mod:`birdnerf.train.quality`)
 """
 
 from __future__ import annotations

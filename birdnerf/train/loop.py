@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
+from birdnerf.eval.metrics import psnr_from_mse
 from birdnerf.field import FieldConfig
 from birdnerf.partition.manifest import Block
 from birdnerf.progress import ProgressFn
@@ -21,6 +21,7 @@ from birdnerf.scene.scene import Scene
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.data import BlockRays, block_rays
 from birdnerf.train.model import BlockModel, RenderConfig
+from birdnerf.train.quality import block_quality
 
 
 @dataclass
@@ -74,10 +75,6 @@ class TrainConfig:
         data["field"] = FieldConfig.from_dict(data["field"])
         data["render"] = RenderConfig(**data["render"])
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
-
-
-def psnr(mse: float) -> float:
-    return -10.0 * math.log10(max(mse, 1e-10))
 
 
 def decay_factor(progress: float, decay: float) -> float:
@@ -213,7 +210,7 @@ def train_block(
             row = {
                 "step": done,
                 "loss": sum_mse / n_log,
-                "psnr": psnr(sum_mse / n_log),
+                "psnr": psnr_from_mse(sum_mse / n_log),
                 "rays_per_s": sum_rays / elapsed,
                 "samples_per_s": sum_samples / elapsed,
                 "samples_per_ray": sum_samples / max(sum_rays, 1),
@@ -250,6 +247,8 @@ def train_block(
         "n_images": len(block.images),
         "seconds": clock.seconds,
         "rays_trained": clock.rays,
+        # Scored after training so a block that learned nothing says so where its figures are.
+        "quality": block_quality(model, scene, block, rays),
     }
     atomic.write_json(out / "done.json", result)
     return result

@@ -105,6 +105,10 @@ def train_run(
 ) -> dict[str, dict]:
     """Train the blocks of ``run_dir`` (all, or ``block_ids``); returns figures per trained block.
 
+    Each finished block's figures (its ``done.json``) hold ``quality``: PSNR (dB) on its held-out
+    pixels beside the mean-colour baseline of the same pixels (see
+    :func:`birdnerf.train.quality.block_quality`); blocks skipped as done are not in the result.
+
     ``manifest`` trains the blocks as another manifest file lists them (an update's staged
     version); ``init_from`` maps block ids to finished models to fine-tune from.
     """
