@@ -95,6 +95,12 @@ def partition_cmd(
     if frame.get("measured_points"):
         where = out / frame["points_file"]
         console.print(f"measured {frame['measured_points']} surface points from the photos: {where}")
+        if frame.get("points_reach_z") is not None:
+            console.print(
+                f"  stereo reaches up to z = {frame['points_reach_z']:.3g} (world frame); anything taller "
+                "is outside the boxes unless --z-range includes it",
+                highlight=False,
+            )
     if frame.get("ground_uncertainty_m"):
         console.print(
             f"[yellow]ground height guessed; boxes widened {frame['ground_uncertainty_m']:.3g} below it "

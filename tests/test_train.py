@@ -141,9 +141,6 @@ def test_surface_prior_keeps_a_shell_around_the_points():
     assert column[(z_centers - 1.1).abs() < 0.3].all()  # around the points: kept
     assert not column[z_centers > 3].any() and not column[z_centers < -1].any()  # far above/below: empty
     assert mask[15, 15].all()  # no points nearby: nothing is ruled out
-    # Points measured by stereo say nothing above their reach: those cells stay open.
-    reach = surface_prior(points, [0, 0, -2, 20, 20, 8], (20, 20, 20), radius=1, reach_z=5.0)
-    assert reach[5, 5][z_centers > 5].all() and not reach[5, 5][(z_centers > 3) & (z_centers < 5)].any()
 
 
 def test_surface_prior_dilates_where_points_are_sparse_and_keeps_overhangs():

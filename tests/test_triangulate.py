@@ -98,11 +98,8 @@ def test_partition_measures_points_and_keeps_them_in_the_run(plain_dir, sample_d
     assert frame["ground_source"] == "triangulated" and frame["points_file"] == "points.npz"
     assert frame["measured_points"] == len(scene.points) > 2000
     assert "ground_uncertainty_m" not in frame
-    # The matcher cannot see close to the cameras, so the boxes reach up to just below them.
+    # The matcher cannot see close to the cameras: the record says from which height on.
     assert 0.0 < frame["points_reach_z"] < float(np.min(scene.centers[:, 2]))
-    altitude = float(np.median(scene.centers[:, 2]))
-    assert all(b.box[5] == pytest.approx(0.95 * altitude, rel=0.05) for b in partition.blocks)
-    assert load_scene(partition).points_reach_z == frame["points_reach_z"]
     ground = world_z(frame, LIFT)
     assert abs(ground) < 0.5  # the measured ground is the true ground
     # The sample's own points are the truth: its tallest one, moved into this run's world frame.

@@ -25,17 +25,13 @@ def altitude_range(
     *,
     ground_uncertainty: float = 0.0,
     z_range: list[float] | tuple[float, float] | None = None,
-    points_reach_z: float | None = None,
 ) -> tuple[float, float]:
     """(zmin, zmax) of the surface inside ``rect``: from sparse points, else a slab over the ground.
 
     Without points the slab reaches from a little below the ground to half the flying height.
     A guessed ground (``ground_uncertainty`` > 0: how far below ``scene.ground_z`` the true
     ground may lie) widens the slab from that far below the guess to just below the cameras.
-    A user-stated ``z_range`` (world z) is the range, as given. Points measured by stereo say
-    nothing above ``points_reach_z`` (world z; see ``Triangulation.reach_z``): when that lies
-    below the cameras, the slab reaches up to just below them, and the occupancy grid finds
-    what stands there.
+    A user-stated ``z_range`` (world z) is the range, as given.
     """
     if z_range is not None:
         return float(z_range[0]), float(z_range[1])
@@ -51,13 +47,7 @@ def altitude_range(
         z = pts[inside, 2] if inside.sum() >= 10 else pts[:, 2]
         lo, hi = np.quantile(z, [0.005, 0.995])
         pad = margin * max(hi - lo, 0.05 * altitude)
-        # Surfaces that gave no points (water, shadowed streets) can lie below a block's lowest
-        # point: the floor reaches down to the site's lowest ground too. Room below the surface
-        # costs little (rays stop at it, the occupancy grid empties it); a cut surface is lost.
-        site_lo = float(np.quantile(pts[:, 2], 0.005))
-        zmin, zmax = min(lo - pad, site_lo - pad, ground - 0.02 * altitude), hi + pad
-        if points_reach_z is not None and points_reach_z < ground + 0.95 * altitude:
-            zmax = ground + 0.95 * altitude
+        zmin, zmax = min(lo - pad, ground - 0.02 * altitude), hi + pad
     # The box must stay below the cameras, or training rays would start inside it.
     return float(zmin), float(min(zmax, ground + 0.95 * altitude))
 
@@ -67,7 +57,6 @@ def box_options(frame: dict) -> dict:
     return {
         "ground_uncertainty": float(frame.get("ground_uncertainty_m", 0.0)),
         "z_range": frame.get("z_range"),
-        "points_reach_z": frame.get("points_reach_z"),
     }
 
 
@@ -268,7 +257,6 @@ def load_scene(partition: Partition) -> Scene:
     base = apply_frame(load_dataset(partition.dataset), partition.frame)
     if base.points is None and partition.frame.get("points_file"):
         base.points, base.point_colors = read_points(partition)
-        base.points_reach_z = partition.frame.get("points_reach_z")
     if not partition.sources:
         return base
     added = [

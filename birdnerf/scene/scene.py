@@ -41,9 +41,6 @@ class Scene:
         world_from_input: (4, 4) similarity mapping the reader's input frame to this frame
             (identity until :func:`birdnerf.scene.frame.to_world_frame` is applied).
         points: optional (M, 3) sparse points in this frame, with optional (M, 3) uint8 colours.
-        points_reach_z: height (this frame's z) above which the points say nothing: set for
-            points measured by stereo from the photos, whose matcher cannot see surfaces close
-            to the cameras; None when the points cover every height.
         depth_paths: optional ground-truth z-depth files (metres, .npy) per photo.
         ground_z: ground height in this frame, once known.
         is_world_frame: True when the frame is z-up with the ground on x/y (bird view).
@@ -61,7 +58,6 @@ class Scene:
     world_from_input: np.ndarray = field(default_factory=lambda: np.eye(4))
     points: np.ndarray | None = None
     point_colors: np.ndarray | None = None
-    points_reach_z: float | None = None
     depth_paths: list[Path] | None = None
     ground_z: float | None = None
     is_world_frame: bool = False
@@ -132,7 +128,6 @@ class Scene:
             points=points,
             world_from_input=transform @ self.world_from_input,
             ground_z=None,
-            points_reach_z=None,
             is_world_frame=False,
         )
 

@@ -5,9 +5,10 @@ surveys) still hold the geometry in their photos. With the poses known, depth al
 of a reference photo is a one-dimensional search: sweep fronto-parallel planes through the
 reference camera, warp a neighbouring photo onto each plane, and score the match with windowed
 normalised cross-correlation (NCC). The depth range is scale-free: it is derived from the
-baseline, so that the disparity in the nearest neighbour runs from about one pixel to half the
-image width (the ground of a survey with 70 % forward overlap already sits at 30 % of the width,
-taller objects further). Planes are evenly spaced in inverse depth, one pixel of disparity apart.
+baseline, so that the disparity in the nearest neighbour runs from about one pixel to 80 % of
+the image width (the ground of a survey with 70 % forward overlap already sits at 30 % of the
+width, taller objects further; what stands higher than the sweep's reach is not measured).
+Planes are evenly spaced in inverse depth, one pixel of disparity apart.
 
 A pixel's depth is kept only where the match is trustworthy: a textured patch, a high NCC peak
 (averaged over two neighbours), a clear margin over the best other, non-adjacent, local peak,
@@ -43,8 +44,10 @@ class TriangulateConfig:
     """Photos wider than this are downscaled to this width (px)."""
     window: int = 7
     """Side of the square NCC window (px, odd)."""
-    max_disparity: float = 0.5
-    """Largest disparity swept in the nearest neighbour, as a fraction of the image width."""
+    max_disparity: float = 0.8
+    """Largest disparity swept in the nearest neighbour, as a fraction of the image width: with
+    70 % overlap the ground sits near 0.3, and 0.8 reaches surfaces ~60 % of the way up to the
+    cameras (what lies higher shifts too far between neighbours to be matched)."""
     min_disparity: float = 4.0
     """Peaks at a smaller disparity (px, nearest neighbour) are refused: a depth this far beyond
     a survey's ground (~15x for 70 % overlap) is a patch matching its own shifted copy."""

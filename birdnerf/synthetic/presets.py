@@ -33,7 +33,7 @@ HILLS_WAVELENGTH_M = 180.0
 """Typical distance between hilltops (metres): steepest slopes about 0.2 (at most 0.25)."""
 HILLS_CROWN_LOBES = 3
 HILLS_TOWER_FRACTION = 0.1
-HILLS_TOWER_HEIGHT_M = 45.0
+HILLS_TOWER_HEIGHT_M = 34.0
 HILLS_EXPOSURE_JITTER = 0.07
 """Standard deviation of each photo's log2 exposure gain."""
 HILLS_WHITE_BALANCE_JITTER = 0.02

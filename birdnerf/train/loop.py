@@ -131,7 +131,7 @@ def train_block(
     torch.manual_seed(config.seed)
     model = build_model(block, config, num_images=len(block.images))
     if config.surface_prior:
-        model.set_surface_prior(scene.points, scene.points_reach_z)
+        model.set_surface_prior(scene.points)
     optimizer = make_optimizer(model, config)
     half = config.steps // 2
     clock = _Clock(config.max_seconds)

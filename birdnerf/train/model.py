@@ -88,10 +88,9 @@ class BlockModel(nn.Module):
         """World points (..., 3) -> the box's unit cube [0, 1]^3."""
         return (points - self.box[:3]) / (self.box[3:] - self.box[:3])
 
-    def set_surface_prior(self, points, reach_z: float | None = None) -> None:
-        """Bound the occupied cells by the sparse points (M, 3) of the scene, which say nothing
-        above ``reach_z`` when given (see prior.py)."""
-        self.prior.copy_(surface_prior(points, self.box.tolist(), self.grid.resolution, reach_z=reach_z))
+    def set_surface_prior(self, points) -> None:
+        """Bound the occupied cells by the sparse points (M, 3) of the scene (see prior.py)."""
+        self.prior.copy_(surface_prior(points, self.box.tolist(), self.grid.resolution))
         self.grid.binary &= self.prior
 
     def update_occupancy(self, step: int, every_n: int, warmup_steps: int, generator=None) -> None:

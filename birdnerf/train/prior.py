@@ -16,8 +16,7 @@ The bounds adapt to how much the points can be trusted:
   lower bound's, because canopies and eaves overhang the points found on them (structure from
   motion finds few points on foliage, and a cut crown shows as staircase edges);
 - **where there are none the prior is off**: a column with no point in its neighbourhood keeps
-  every cell, so a missing point (water, a textureless roof) never removes a surface; nor do
-  points measured by stereo rule out heights their matcher could not see (``reach_z``).
+  every cell, so a missing point (water, a textureless roof) never removes a surface.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ def surface_prior(
     min_points: int = 8,
     dilation: float = 3.0,
     spread_factor: float = 0.5,
-    reach_z: float | None = None,
 ) -> Tensor:
     """(rx, ry, rz) bool mask of the cells that may hold the surface.
 
@@ -49,8 +47,6 @@ def surface_prior(
         min_points: points a neighbourhood needs for the plain margin; fewer dilate it.
         dilation: extra margin, in multiples of ``margin_cells``, for a single point.
         spread_factor: extra pad per metre of standard deviation of the heights nearby.
-        reach_z: height above which the points say nothing (stereo cannot match surfaces close
-            to the cameras): cells above it are never ruled out. None: the points see all heights.
     """
     rx, ry, rz = resolution
     mask = torch.ones(resolution, dtype=torch.bool)
@@ -84,8 +80,6 @@ def surface_prior(
     with np.errstate(invalid="ignore"):
         keep = (z_centers >= (low - pad)[..., None]) & (z_centers <= (high + pad)[..., None])
     keep |= ~known[..., None]
-    if reach_z is not None:
-        keep |= z_centers >= reach_z
     return torch.from_numpy(keep)
 
 
