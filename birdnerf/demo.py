@@ -20,7 +20,7 @@ from birdnerf.train import TrainConfig, train_run
 class DemoConfig:
     """Demo settings; the defaults are what `birdnerf demo` runs."""
 
-    scene: str | SamplePreset = "small"
+    scene: str | SamplePreset = "hills"
     """Sample scene preset (name or :class:`SamplePreset`)."""
     seed: int = 0
     steps: int = 250

@@ -11,6 +11,7 @@ from birdnerf.demo import DemoConfig, run_demo
 from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
+from birdnerf.synthetic import resolve_preset
 from birdnerf_cli.evaluate import print_eval
 from birdnerf_cli.main import app, run
 from birdnerf_cli.train import block_progress, print_block_quality
@@ -24,9 +25,15 @@ def demo_cmd(
     steps: int = typer.Option(DemoConfig.steps, "--steps", min=1, help="Training steps per block."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Blocks trained at once (processes)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sample scene and of training."),
+    scene: str = typer.Option(
+        DemoConfig.scene,
+        "--scene",
+        help="Sample scene: hills (terrain 31-43 m high, towers, lobed tree crowns, per-photo exposure) "
+        "or the flat small, medium and large sites (see `birdnerf sample-data --help`).",
+    ),
 ) -> None:
     """Sample scene -> partition -> train -> eval -> fly-over video, then print where everything is."""
-    config = DemoConfig(steps=steps, jobs=jobs, seed=seed)
+    config = DemoConfig(scene=run(resolve_preset, scene), steps=steps, jobs=jobs, seed=seed)
     with progress_bars() as bars:
 
         def finish_stage() -> None:
