@@ -10,13 +10,14 @@ The bounds adapt to how much the points can be trusted:
 - **where points are sparse the shell dilates**: the pad above and below a column's bounds grows
   as the points in its neighbourhood thin out (up to ``1 + dilation`` times the margin for a
   single point), since a few points say little about what lies between them;
-- **where points disagree the shell widens**: the pad also grows with the spread of the heights
-  in the neighbourhood, whether it comes from noise or from real relief;
-- **tops are bounded loosely**: the upper bound comes from a neighbourhood twice as wide as the
-  lower bound's, because canopies and eaves overhang the points found on them (structure from
-  motion finds few points on foliage, and a cut crown shows as staircase edges);
 - **where there are none the prior is off**: a column with no point in its neighbourhood keeps
   every cell, so a missing point (water, a textureless roof) never removes a surface.
+
+Two further adaptations were measured and left out, because every cell they open costs samples
+on every ray that crosses it: bounding tops over a wider neighbourhood than bottoms (for crowns
+that overhang their points) and padding by the spread of the heights nearby. On the flat sample
+scene they kept 15-25 % more cells and cost 0.65-1.0 dB at 250 steps; on Brighton Beach the
+prior made no measurable difference either way (the README's figures).
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ def surface_prior(
     radius: int = 2,
     margin_cells: float = 1.5,
     min_points: int = 8,
-    dilation: float = 3.0,
-    spread_factor: float = 0.5,
+    dilation: float = 2.0,
 ) -> Tensor:
     """(rx, ry, rz) bool mask of the cells that may hold the surface.
 
@@ -42,11 +42,10 @@ def surface_prior(
         points: (M, 3) sparse points, world metres (None or empty: everything may be occupied).
         box: (xmin, ymin, zmin, xmax, ymax, zmax) of the grid.
         resolution: cells per axis.
-        radius: x/y neighbourhood, in cells, whose points bound a column (twice that for the top).
+        radius: x/y neighbourhood, in cells, whose points bound a column.
         margin_cells: cells kept above and below the bounds where points are dense.
         min_points: points a neighbourhood needs for the plain margin; fewer dilate it.
         dilation: extra margin, in multiples of ``margin_cells``, for a single point.
-        spread_factor: extra pad per metre of standard deviation of the heights nearby.
     """
     rx, ry, rz = resolution
     mask = torch.ones(resolution, dtype=torch.bool)
@@ -60,26 +59,21 @@ def surface_prior(
         return mask
     ij = np.clip(((pts[:, :2] - lo[:2]) / cell[:2]).astype(int), 0, [rx - 1, ry - 1])
     at = (ij[:, 0], ij[:, 1])
-    count, zsum, zsq = np.zeros((rx, ry)), np.zeros((rx, ry)), np.zeros((rx, ry))
+    count = np.zeros((rx, ry))
     zmin, zmax = np.full((rx, ry), np.inf), np.full((rx, ry), -np.inf)
     np.add.at(count, at, 1.0)
-    np.add.at(zsum, at, pts[:, 2])
-    np.add.at(zsq, at, pts[:, 2] ** 2)
     np.minimum.at(zmin, at, pts[:, 2])
     np.maximum.at(zmax, at, pts[:, 2])
 
     n = _window(count, radius, np.add, 0.0)
-    known = n > 0
-    mean = _window(zsum, radius, np.add, 0.0) / np.maximum(n, 1)
-    spread = np.sqrt(np.maximum(_window(zsq, radius, np.add, 0.0) / np.maximum(n, 1) - mean**2, 0.0))
     low = _window(zmin, radius, np.minimum, np.inf)
-    high = _window(zmax, 2 * radius, np.maximum, -np.inf)
+    high = _window(zmax, radius, np.maximum, -np.inf)
     sparse = np.clip((min_points - n) / max(min_points - 1, 1), 0.0, 1.0)
-    pad = margin_cells * cell[2] * (1.0 + dilation * sparse) + spread_factor * spread
+    pad = margin_cells * cell[2] * (1.0 + dilation * sparse)
     z_centers = lo[2] + (np.arange(rz) + 0.5) * cell[2]
     with np.errstate(invalid="ignore"):
         keep = (z_centers >= (low - pad)[..., None]) & (z_centers <= (high + pad)[..., None])
-    keep |= ~known[..., None]
+    keep |= (n == 0)[..., None]
     return torch.from_numpy(keep)
 
 
