@@ -16,8 +16,8 @@ The bounds adapt to how much the points can be trusted:
 Two further adaptations were measured and left out, because every cell they open costs samples
 on every ray that crosses it: bounding tops over a wider neighbourhood than bottoms (for crowns
 that overhang their points) and padding by the spread of the heights nearby. On the flat sample
-scene they kept 15-25 % more cells and cost 0.65-1.0 dB at 250 steps; on Brighton Beach the
-prior made no measurable difference either way (the README's figures).
+scene they kept 10-25 % more cells and cost 0.6-1.0 dB of held-out PSNR at 250 steps (the
+dilation alone: 0.04 dB); on Brighton Beach the prior makes no measurable difference at all.
 """
 
 from __future__ import annotations
