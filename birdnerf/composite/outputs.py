@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from birdnerf import atomic  # noqa: E402
-from birdnerf.composite.view import ViewRender  # noqa: E402
-from birdnerf.scene.images import save_rgb  # noqa: E402
+from birdnerf import atomic
+from birdnerf.composite.view import ViewRender
+from birdnerf.scene.images import save_rgb
 
 
 def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -24,14 +21,14 @@ def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None 
     lo = float(np.quantile(depth[valid], 0.01)) if lo is None else lo
     hi = float(np.quantile(depth[valid], 0.99)) if hi is None else hi
     x = np.clip((depth - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    rgb = plt.get_cmap("turbo")(1.0 - x)[..., :3]
+    rgb = matplotlib.colormaps["turbo"](1.0 - x)[..., :3]
     rgb[~valid] = 0.0
     return (rgb * 255 + 0.5).astype(np.uint8)
 
 
 def colorize_blocks(block_map: np.ndarray) -> np.ndarray:
     """(H, W) block indices -> (H, W, 3) uint8, one tab20 colour per block."""
-    palette = (np.asarray(plt.get_cmap("tab20").colors) * 255).astype(np.uint8)
+    palette = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
     return palette[block_map % len(palette)]
 
 

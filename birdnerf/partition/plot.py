@@ -5,28 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import Polygon, Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Polygon, Rectangle  # noqa: E402
-
-from birdnerf import atomic  # noqa: E402
-from birdnerf.partition.footprint import Footprints  # noqa: E402
-from birdnerf.partition.manifest import Partition  # noqa: E402
-from birdnerf.scene.scene import Scene  # noqa: E402
+from birdnerf import atomic
+from birdnerf.partition.footprint import Footprints
+from birdnerf.partition.manifest import Partition
+from birdnerf.scene.scene import Scene
 
 MAX_FOOTPRINTS = 400  # more outlines than this turn the map into a smudge
 
 
 def plot_partition(partition: Partition, scene: Scene, footprints: Footprints, path: str | Path) -> Path:
     """Save a PNG map of ``partition`` (bird view, x right, y up, scene units) atomically."""
-    fig, ax = plt.subplots(figsize=(9, 9), dpi=110)
+    # A bare Figure, not pyplot: no backend is chosen or switched (a notebook keeps its own).
+    fig = Figure(figsize=(9, 9), dpi=110)
+    ax = fig.subplots()
     train = scene.indices("train")
     step = max(1, len(scene) // MAX_FOOTPRINTS)
     for i in range(0, len(scene), step):
         color = "tab:blue" if scene.split[i] == "train" else "tab:orange"
         ax.add_patch(Polygon(footprints.outline[i], closed=True, fill=False, lw=0.4, alpha=0.35, color=color))
-    palette = plt.get_cmap("tab10")
+    palette = matplotlib.colormaps["tab10"]
     for k, b in enumerate(partition.blocks):
         x0, y0, x1, y1 = b.expanded
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=1.0, color="tab:red"))
@@ -62,5 +62,4 @@ def plot_partition(partition: Partition, scene: Scene, footprints: Footprints, p
     path = Path(path)
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path
