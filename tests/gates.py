@@ -38,18 +38,29 @@ def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def depth_errors(
-    scene: Scene, index: int, depth: np.ndarray, ground_z: float
+    scene: Scene,
+    index: int,
+    depth: np.ndarray,
+    ground_z: float,
+    truth: np.ndarray | None = None,
+    above: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Absolute z-depth errors (metres) of ``depth`` (H, W) and of a flat plane at ``ground_z``,
     on the pixels of photo ``index`` whose true surface stands ``ABOVE_GROUND_M`` over the ground
-    (roofs, trees: where a plane is wrong and geometry must be learned)."""
+    (roofs, trees: where a plane is wrong and geometry must be learned).
+
+    ``truth`` is the true z-depth (default: the scene's depth map of the photo); ``above`` the
+    (H, W) pixels to score (default: true surface above the flat ground ``ground_z``; on terrain,
+    pass the pixels above the terrain)."""
     cam = scene.cameras[index]
     c2w = torch.from_numpy(scene.c2w[index])
     o, d = camera_rays(cam, c2w, pixel_centers(cam, torch.float64))
     o, d = o.numpy(), d.numpy()
     cos = d @ c2w[:3, 2].numpy()  # z-depth per metre along the ray
-    truth = np.load(scene.depth_paths[index], allow_pickle=False).astype(np.float64)
-    surface_z = o[..., 2] + d[..., 2] * truth / cos
+    if truth is None:
+        truth = np.load(scene.depth_paths[index], allow_pickle=False)
+    truth = truth.astype(np.float64)
     plane = (ground_z - o[..., 2]) / d[..., 2] * cos
-    above = surface_z > ground_z + ABOVE_GROUND_M
+    if above is None:
+        above = o[..., 2] + d[..., 2] * truth / cos > ground_z + ABOVE_GROUND_M
     return np.abs(depth - truth)[above], np.abs(plane - truth)[above]

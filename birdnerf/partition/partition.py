@@ -142,13 +142,14 @@ def frame_record(scene: Scene, estimate: FrameEstimate, load_transform: np.ndarr
         "up_source": estimate.up_source,
         "ground_source": estimate.ground_source,
     }
-    if estimate.ground_uncertainty > 0:
-        record["ground_uncertainty_m"] = float(estimate.ground_uncertainty)
-    if estimate.measured_points:
-        record["measured_points"] = int(estimate.measured_points)
+    ground = estimate.ground
+    if ground.uncertainty > 0:
+        record["ground_uncertainty_m"] = float(ground.uncertainty)
+    if ground.measured_points:
+        record["measured_points"] = int(ground.measured_points)
         record["points_file"] = POINTS_FILE
-    if estimate.points_reach_z is not None and np.isfinite(estimate.points_reach_z):
-        record["points_reach_z"] = float(estimate.points_reach_z)
+    if ground.points_reach_z is not None and np.isfinite(ground.points_reach_z):
+        record["points_reach_z"] = float(ground.points_reach_z - estimate.z_shift)  # world z
     return record
 
 

@@ -28,32 +28,31 @@ real surveys fly 60-90 % forward overlap, so the true altitude is up to ~3x the 
 
 
 @dataclass(frozen=True)
+class GroundEstimate:
+    """A ground height (scene z), where it came from, and how far below it the true ground may lie."""
+
+    z: float
+    source: str  # "scene", "sparse_points", "depth_maps", "triangulated", "user" or "overlap_heuristic"
+    uncertainty: float = 0.0
+    """How far (scene units) the true ground may lie below ``z``; 0 when it was measured."""
+    measured_points: int = 0
+    """Points triangulated from the photos (0 unless ``source`` is "triangulated")."""
+    points_reach_z: float | None = None
+    """Scene z above which the measured points say nothing (see ``Triangulation.reach_z``)."""
+
+
+@dataclass(frozen=True)
 class FrameEstimate:
     """How the world frame was found (recorded in the partition manifest)."""
 
     up_source: str  # "already_world", "camera_plane", "sparse_points" or "view_directions"
-    ground_source: (
-        str  # "scene", "sparse_points", "depth_maps", "triangulated", "user" or "overlap_heuristic"
-    )
-    ground_uncertainty: float = 0.0
-    """How far (scene units) the true ground may lie below ``ground_z``; 0 when it was measured."""
+    ground: GroundEstimate
     z_shift: float = 0.0
     """World z = height along the input's up axis - ``z_shift`` (what the frame move subtracted)."""
-    measured_points: int = 0
-    """Points triangulated from the photos (0 unless ``ground_source`` is "triangulated")."""
-    points_reach_z: float | None = None
-    """World z above which the measured points say nothing (see ``Triangulation.reach_z``)."""
 
-
-@dataclass(frozen=True)
-class GroundEstimate:
-    """A ground height, where it came from, and how far below it the true ground may lie."""
-
-    z: float
-    source: str
-    uncertainty: float = 0.0
-    measured_points: int = 0
-    points_reach_z: float | None = None
+    @property
+    def ground_source(self) -> str:
+        return self.ground.source
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -193,19 +192,13 @@ def to_world_frame(scene: Scene, ground_z: float | None = None) -> tuple[Scene, 
     """
     if scene.is_world_frame:
         if ground_z is not None:
-            scene.ground_z = float(ground_z)
-            return scene, FrameEstimate("already_world", "user")
-        if scene.ground_z is None:
+            ground = GroundEstimate(float(ground_z), "user")
+        elif scene.ground_z is None:
             ground = estimate_ground(scene)
-            scene.ground_z = ground.z
-            return scene, FrameEstimate(
-                "already_world",
-                ground.source,
-                ground.uncertainty,
-                measured_points=ground.measured_points,
-                points_reach_z=ground.points_reach_z,
-            )
-        return scene, FrameEstimate("already_world", "scene")
+        else:
+            ground = GroundEstimate(float(scene.ground_z), "scene")
+        scene.ground_z = ground.z
+        return scene, FrameEstimate("already_world", ground)
     up, up_source = estimate_up(scene)
     rot = np.eye(4)
     rot[:3, :3] = rotation_to_z(up, np.array([1.0, 0.0, 0.0]))
@@ -221,7 +214,4 @@ def to_world_frame(scene: Scene, ground_z: float | None = None) -> tuple[Scene, 
     world = tmp.transformed(shift)
     world.ground_z = 0.0
     world.is_world_frame = True
-    reach = None if ground.points_reach_z is None else ground.points_reach_z - ground.z
-    return world, FrameEstimate(
-        up_source, ground.source, ground.uncertainty, ground.z, ground.measured_points, reach
-    )
+    return world, FrameEstimate(up_source, ground, ground.z)
