@@ -16,6 +16,7 @@ from birdnerf.field import (
     BlockField,
     FieldConfig,
     HashGridConfig,
+    fused_available,
     resolve_backend,
     sh_dim,
     spherical_harmonics,
@@ -133,7 +134,8 @@ def test_backend_resolution(caplog):
     with caplog.at_level(logging.INFO, logger="birdnerf"):
         first = resolve_backend("auto", "cpu")
         second = resolve_backend("auto", "cpu")
-    assert first == second == ("compiled" if compile_available() else "torch")
+    cpu_default = "compiled" if compile_available() else "torch"
+    assert first == second == ("fused" if fused_available() else cpu_default)
     assert sum("field backend" in r.getMessage() for r in caplog.records) == 1
     assert resolve_backend("torch", "cpu") == "torch"
     with pytest.raises(ValueError, match="unknown field backend"):

@@ -1,5 +1,6 @@
-"""Neural field of one block: multiresolution hash encoding (torch / compiled / tcnn backends),
-density and colour MLPs, spherical-harmonics view encoding and per-photo appearance codes.
+"""Neural field of one block: multiresolution hash encoding (torch / compiled / fused / tcnn
+backends), density and colour MLPs, spherical-harmonics view encoding and per-photo appearance
+codes.
 
 Typical use::
 
@@ -11,6 +12,7 @@ Typical use::
 
 from birdnerf.field.backends import BACKENDS, compile_available, resolve_backend, tcnn_available
 from birdnerf.field.field import BlockField, FieldConfig, make_encoding, trunc_exp
+from birdnerf.field.fused import fused_available
 from birdnerf.field.hashgrid import (
     GridLevel,
     HashGrid,
@@ -33,6 +35,7 @@ __all__ = [
     "TcnnHashGrid",
     "compile_available",
     "encode_fast",
+    "fused_available",
     "encode_reference",
     "grid_levels",
     "hash_coords",

@@ -3,7 +3,9 @@
 Backends (all read a hash table of the same shape, except ``tcnn`` whose layout is its own):
 
 - ``torch``: readable eager reference implementation; any device.
-- ``compiled``: the same parameters run through ``torch.compile`` (Inductor); the fast CPU path.
+- ``compiled``: the same parameters run through ``torch.compile`` (Inductor).
+- ``fused``: the same parameters through a C++/OpenMP kernel (:mod:`birdnerf.field.fused`), built
+  on first use; the fast CPU path. Where it cannot be built, ``compiled`` runs instead.
 - ``tcnn``: tiny-cuda-nn's fused CUDA hash grid; CUDA only, half precision inside.
 """
 
@@ -18,7 +20,7 @@ from torch import Tensor
 
 logger = logging.getLogger("birdnerf.field")
 
-BACKENDS = ("torch", "compiled", "tcnn")
+BACKENDS = ("torch", "compiled", "fused", "tcnn")
 PAD_MULTIPLE = 1024
 """Compiled calls pad the batch to a multiple of this (zeros), so sizes 0 and 1 never reach the
 compiler (it specialises them) and vector loops have no ragged tail."""
@@ -62,6 +64,19 @@ def tcnn_available() -> bool:
     return tcnn_import_error() is None and torch.cuda.is_available()
 
 
+def _fused_available() -> bool:
+    from birdnerf.field.fused import fused_available
+
+    return fused_available()
+
+
+def _cpu_fallback() -> tuple[str, str]:
+    """The CPU backend used without the fused kernel, and why."""
+    if compile_available():
+        return "compiled", "CPU with a working torch.compile, no fused kernel"
+    return "torch", "CPU without torch.compile or the fused kernel"
+
+
 @functools.cache
 def _resolve(name: str, device_type: str) -> str:
     if name not in ("auto", *BACKENDS):
@@ -69,11 +84,15 @@ def _resolve(name: str, device_type: str) -> str:
     if name == "auto":
         if device_type == "cuda":
             chosen, why = ("tcnn", "CUDA with tinycudann") if tcnn_available() else ("torch", "CUDA")
-        elif compile_available():
-            chosen, why = "compiled", "CPU with a working torch.compile"
+        elif _fused_available():
+            chosen, why = "fused", "CPU with the fused kernel built"
         else:
-            chosen, why = "torch", "CPU without torch.compile"
+            chosen, why = _cpu_fallback()
         logger.info("field backend: %s (auto: %s)", chosen, why)
+        return chosen
+    if name == "fused" and not _fused_available():
+        chosen, why = _cpu_fallback()
+        logger.info("field backend: %s (fused requested: %s)", chosen, why)
         return chosen
     if name == "tcnn" and not tcnn_available():
         from birdnerf.field.tcnn_backend import tcnn_import_error
@@ -87,9 +106,11 @@ def _resolve(name: str, device_type: str) -> str:
 def resolve_backend(name: str = "auto", device: str | torch.device | None = None) -> str:
     """Pick the field backend; the choice is logged once per (name, device type).
 
-    ``auto`` -> ``tcnn`` on CUDA when tinycudann imports, ``torch`` on CUDA otherwise, ``compiled``
-    on CPU when torch.compile can work, else ``torch``. ``device`` defaults to CUDA when available.
-    An explicit name is returned as is (``tcnn`` raises here, with the reason, when unusable).
+    ``auto`` -> ``tcnn`` on CUDA when tinycudann imports, ``torch`` on CUDA otherwise, ``fused``
+    on CPU when its kernel builds, else ``compiled`` when torch.compile can work, else ``torch``.
+    ``device`` defaults to CUDA when available. An explicit name is returned as is, except
+    ``fused`` where the kernel cannot be built (the CPU fallback above is returned; the build
+    failure was logged once) and ``tcnn``, which raises here, with the reason, when unusable.
     """
     if device is None:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"

@@ -136,7 +136,7 @@ _compiled_density = LazyCompile(_fast_density, name="field density")
 
 
 def make_encoding(config: HashGridConfig, backend: str) -> nn.Module:
-    """The hash-grid module of a resolved backend (``torch``, ``compiled`` or ``tcnn``)."""
+    """The hash-grid module of a resolved backend (``torch``, ``compiled``, ``fused`` or ``tcnn``)."""
     if backend == "tcnn":
         return TcnnHashGrid(config)
     return HashGrid(config, backend=backend)
@@ -156,15 +156,15 @@ class BlockField(nn.Module):
 
     Args:
         config: the architecture.
-        backend: ``auto``, ``torch``, ``compiled`` or ``tcnn`` (see :func:`resolve_backend`).
+        backend: ``auto``, ``torch``, ``compiled``, ``fused`` or ``tcnn`` (see :func:`resolve_backend`).
         device: where to build the parameters. None -> CUDA when ``auto``/``tcnn`` can use
-            tinycudann there, else CPU (where ``auto`` picks ``compiled``). Pass ``"cuda"`` for
+            tinycudann there, else CPU (where ``auto`` picks ``fused``). Pass ``"cuda"`` for
             the ``torch`` backend on a GPU without tinycudann.
 
     Inputs are float32; ``x_unit`` (N, 3) positions in the block box normalised to [0, 1]^3,
     ``dirs`` (N, 3) view directions (normalised inside), ``image_ids`` (N,) int64 in
-    [0, num_images). Parameters and ``state_dict`` keys are identical for ``torch`` and
-    ``compiled``; the backend is not part of the state.
+    [0, num_images). Parameters and ``state_dict`` keys are identical for ``torch``,
+    ``compiled`` and ``fused``; the backend is not part of the state.
     """
 
     def __init__(self, config: FieldConfig, backend: str = "auto", device: str | torch.device | None = None):

@@ -12,7 +12,8 @@ All levels share one parameter ``table`` of shape ``(sum of level sizes, F)``; l
 rows ``[offset_l, offset_l + size_l)``. Two implementations read the same table:
 
 - :func:`encode_reference`: a per-level, per-corner loop, written to be read (the reference twin);
-- :func:`encode_fast`: all levels at once in a level-major layout, written for ``torch.compile``.
+- :func:`encode_fast`: all levels at once in a level-major layout, written for ``torch.compile``;
+- :func:`birdnerf.field.fused.fused_encode`: a C++/OpenMP kernel (the ``fused`` backend).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from birdnerf.field.backends import LazyCompile
+from birdnerf.field.fused import fused_encode
 
 HASH_PRIMES = (1, 2654435761, 805459861)
 """Per-axis multipliers of the spatial hash (x, y, z)."""
@@ -218,7 +220,7 @@ _compiled_encode = LazyCompile(encode_fast, name="hash encoding")
 
 
 class HashGrid(nn.Module):
-    """Hash-grid encoding module for the ``torch`` and ``compiled`` backends (same parameters).
+    """Hash-grid encoding module for the ``torch``, ``compiled`` and ``fused`` backends (same parameters).
 
     ``forward(x)``: x (N, 3) float32 in [0, 1]^3 -> (N, L * F) float32. The only parameter is
     ``table`` (R, F); the level constants are non-persistent buffers rebuilt from the config, so a
@@ -227,8 +229,8 @@ class HashGrid(nn.Module):
 
     def __init__(self, config: HashGridConfig, backend: str = "torch"):
         super().__init__()
-        if backend not in ("torch", "compiled"):
-            raise ValueError(f"HashGrid backend must be 'torch' or 'compiled', got {backend!r}")
+        if backend not in ("torch", "compiled", "fused"):
+            raise ValueError(f"HashGrid backend must be 'torch', 'compiled' or 'fused', got {backend!r}")
         self.config = config
         self.backend = backend
         self.levels = grid_levels(config)
@@ -247,7 +249,19 @@ class HashGrid(nn.Module):
         mask = 2**self.config.log2_hashmap_size - 1
         return (self.table, self.level_scale, self.level_mul, self.level_dense, self.level_offset, mask)
 
+    def fused_levels(self) -> tuple[list[int], list[int], list[bool], int]:
+        """The level arguments of :func:`birdnerf.field.fused.fused_encode` for this grid."""
+        mask = 2**self.config.log2_hashmap_size - 1
+        return (
+            [lv.resolution for lv in self.levels],
+            [lv.offset for lv in self.levels],
+            [lv.dense for lv in self.levels],
+            mask,
+        )
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.backend == "fused":
+            return fused_encode(x, self.table, self.fused_levels())
         if self.backend == "compiled":
             return _compiled_encode((x,), self.fast_args())[0]
         return encode_reference(x, self.table, self.levels, self.config.log2_hashmap_size)

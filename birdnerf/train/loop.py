@@ -21,6 +21,7 @@ from birdnerf.scene.scene import Scene
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.data import BlockRays, block_rays
 from birdnerf.train.model import BlockModel, RenderConfig
+from birdnerf.train.optim import LazyAdam
 from birdnerf.train.quality import block_quality
 
 
@@ -84,15 +85,16 @@ def decay_factor(progress: float, decay: float) -> float:
 
 
 def make_optimizer(model: BlockModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam: the hash table at ``lr``; the MLPs and appearance codes at ``mlp_lr`` with a little
-    weight decay (at the table's rate they saturate the colour sigmoid and the block turns grey)."""
+    """Adam: the hash table at ``lr``, lazily (only the rows a step hits are updated, see
+    :class:`LazyAdam`); the MLPs and appearance codes at ``mlp_lr`` with a little weight decay
+    (at the table's rate they saturate the colour sigmoid and the block turns grey)."""
     table = [p for n, p in model.named_parameters() if n.startswith("field.encoding.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("field.encoding.")]
     groups = [
-        {"params": table, "lr": config.lr},
+        {"params": table, "lr": config.lr, "lazy": True},
         {"params": rest, "lr": config.mlp_lr, "weight_decay": config.mlp_weight_decay},
     ]
-    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+    return LazyAdam(groups, betas=(0.9, 0.99), eps=1e-15)
 
 
 def build_model(block: Block, config: TrainConfig, num_images: int) -> BlockModel:

@@ -1,0 +1,286 @@
+"""The fused C++ hash-grid kernel and lazy Adam: value-level parity with their references, the
+fallback where the kernel cannot be built, and checkpoints shared with the other backends."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from birdnerf.field import (
+    BlockField,
+    FieldConfig,
+    HashGrid,
+    HashGridConfig,
+    encode_reference,
+    resolve_backend,
+)
+from birdnerf.field import fused as fused_module
+from birdnerf.field.backends import _resolve, compile_available
+from birdnerf.field.hashgrid import CORNERS, grid_index
+from birdnerf.partition import PartitionConfig, load_scene, partition_dataset
+from birdnerf.train import RenderConfig, train_block
+from birdnerf.train.checkpoint import block_dir, load_tensors
+from birdnerf.train.optim import LazyAdam, lazy_adam_reference, lazy_adam_rows
+from tests.conftest import mini_train_config
+
+# 5 levels at resolutions 4 .. 64 with 2^10 rows: two dense levels, three hashed (with collisions).
+SMALL = HashGridConfig(n_levels=5, log2_hashmap_size=10, base_resolution=4, max_resolution=64)
+FIELD = FieldConfig(grid=SMALL, hidden_dim=32, appearance_dim=8, num_images=6)
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which("c++") is None, reason="the fused kernel needs a C++ compiler"
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def kernel():
+    """The built kernel; with a compiler present, a failed build is a failure, not a skip."""
+    if shutil.which("c++") is None:
+        pytest.skip("the fused kernel needs a C++ compiler")
+    assert fused_module.fused_available(), "the fused kernel did not build (see the logged warning)"
+    return fused_module.fused_kernel()
+
+
+def _points(n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g, dtype=torch.float64).to(dtype)
+    # Corners, faces and points outside the cube (clamped: zero position gradient on that axis).
+    x[:6] = torch.tensor(
+        [[0, 0, 0], [1, 1, 1], [1.2, -0.1, 0.5], [0.5, 1, 0], [1, 0.3, 1], [0.25, 0.5, 0.75]], dtype=dtype
+    )
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_encoding_matches_reference_values_and_gradients(kernel, dtype):
+    grid = HashGrid(SMALL, backend="fused").to(dtype)
+    with torch.no_grad():
+        grid.table.copy_(torch.randn(grid.table.shape, generator=torch.Generator().manual_seed(1)))
+    x = _points(4000, dtype).requires_grad_(True)
+    out = grid(x)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    grad_x, grad_table = torch.autograd.grad(out, (x, grid.table), upstream)
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref = encode_reference(x_ref, grid.table, grid.levels, SMALL.log2_hashmap_size)
+    ref_x, ref_table = torch.autograd.grad(ref, (x_ref, grid.table), upstream)
+
+    # Same corner order and arithmetic as the reference: the features agree bit for bit.
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 2e-4}
+    torch.testing.assert_close(grad_table, ref_table, **tol)
+    torch.testing.assert_close(grad_x, ref_x, **tol)
+    assert (grad_x[2, :2] == 0).all() and grad_x[2, 2] != 0  # x and y of point 2 are clamped
+    assert grad_x.abs().sum() > 0 and grad_table.abs().sum() > 0
+
+
+def test_table_gradient_touches_only_the_rows_of_the_batch(kernel):
+    grid = HashGrid(SMALL, backend="fused")
+    x = torch.rand(50, 3, generator=torch.Generator().manual_seed(3))
+    grid(x).square().sum().backward()
+    touched = torch.zeros(grid.table.shape[0], dtype=torch.bool)
+    for level in grid.levels:
+        cell = (x * level.resolution).floor().clamp(max=level.resolution - 1).long()
+        for corner in CORNERS:
+            touched[
+                level.offset + grid_index(cell + torch.tensor(corner), level, SMALL.log2_hashmap_size)
+            ] = True
+    nonzero = grid.table.grad.ne(0).any(dim=1)
+    assert not nonzero[~touched].any()
+    assert nonzero.sum() > 0.9 * touched.sum()  # (a row can only be zero if its weights cancel)
+    assert touched.sum() < 0.5 * len(touched)  # the batch is sparse: the test means something
+
+
+def _adam_case(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    param = torch.randn(3000, 2, generator=g, dtype=dtype)
+    exp_avg = 0.1 * torch.randn(3000, 2, generator=g, dtype=dtype)
+    exp_avg_sq = 0.01 * torch.rand(3000, 2, generator=g, dtype=dtype)
+    grad = torch.zeros(3000, 2, dtype=dtype)
+    hit = torch.randperm(3000, generator=g)[:700]
+    grad[hit] = torch.randn(700, 2, generator=g, dtype=dtype)
+    grad[hit[:5], 1] = 0.0  # a row hit in one feature only is still updated in both
+    return param, grad, exp_avg, exp_avg_sq, hit
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lazy_adam_equals_dense_adam_on_the_rows_hit(kernel, dtype):
+    """From the same state (step 4, non-zero moments), one LazyAdam step equals one
+    torch.optim.Adam step on the rows with a gradient and leaves the other rows untouched."""
+    param, grad, exp_avg, exp_avg_sq, hit = _adam_case(dtype)
+    states = []
+    for cls, extra in ((torch.optim.Adam, {}), (LazyAdam, {"lazy": True})):
+        p = torch.nn.Parameter(param.clone())
+        opt = cls([{"params": [p], **extra}], lr=0.05, betas=(0.9, 0.99), eps=1e-15)
+        opt.state[p] = {
+            "step": torch.tensor(4.0),
+            "exp_avg": exp_avg.clone(),
+            "exp_avg_sq": exp_avg_sq.clone(),
+        }
+        p.grad = grad.clone()
+        opt.step()
+        states.append((p.detach(), opt.state[p]))
+    (dense_p, dense_s), (lazy_p, lazy_s) = states
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-7}
+    torch.testing.assert_close(lazy_p[hit], dense_p[hit], **tol)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(lazy_s[key][hit], dense_s[key][hit], **tol)
+    missed = torch.ones(len(param), dtype=torch.bool)
+    missed[hit] = False
+    assert torch.equal(lazy_p[missed], param[missed])
+    assert torch.equal(lazy_s["exp_avg"][missed], exp_avg[missed])
+    assert not torch.equal(dense_p[missed], param[missed])  # dense Adam moves them: a real difference
+    assert float(lazy_s["step"]) == 5.0
+
+
+def test_lazy_adam_kernel_matches_its_torch_twin(kernel):
+    param, grad, exp_avg, exp_avg_sq, hit = _adam_case(torch.float32, seed=1)
+    args = (0.05 / (1 - 0.9**3), 0.9, 0.99, 1e-15, (1 - 0.99**3) ** 0.5)
+    fast = [t.clone() for t in (param, grad, exp_avg, exp_avg_sq)]
+    slow = [t.clone() for t in (param, grad, exp_avg, exp_avg_sq)]
+    assert kernel.lazy_adam_step(*fast, *args) == lazy_adam_reference(*slow, *args) == len(hit)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_lazy_adam_state_round_trips_with_plain_adam(kernel):
+    """LazyAdam's state has Adam's keys: a state saved by either loads into the other, and a
+    LazyAdam resumed from its own state_dict continues exactly."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(100, 2))
+    w = torch.nn.Parameter(torch.randn(4, 4))
+
+    def run(opt, steps, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            rows = torch.randint(0, 100, (10,), generator=g)
+            (p[rows].square().sum() + w.sum()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def make():
+        groups = [{"params": [p], "lazy": True}, {"params": [w], "weight_decay": 1e-6}]
+        return LazyAdam(groups, lr=0.01, betas=(0.9, 0.99), eps=1e-15)
+
+    opt = make()
+    run(opt, 3, seed=0)
+    saved = copy.deepcopy(opt.state_dict())  # as written to a checkpoint
+    values = (p.detach().clone(), w.detach().clone())
+    run(opt, 2, seed=1)
+    expected = (p.detach().clone(), w.detach().clone())
+    with torch.no_grad():
+        p.copy_(values[0])
+        w.copy_(values[1])
+    resumed = make()
+    resumed.load_state_dict(saved)
+    assert [g["lazy"] for g in resumed.param_groups] == [True, False]
+    run(resumed, 2, seed=1)
+    torch.testing.assert_close(p.detach(), expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(w.detach(), expected[1], rtol=0, atol=0)
+    plain = torch.optim.Adam([{"params": [p]}, {"params": [w]}], lr=0.01)
+    plain.load_state_dict(saved)  # Adam keeps its state keys; the extra group flag is harmless
+    lazy = make()
+    lazy.load_state_dict(plain.state_dict())
+    assert [g["lazy"] for g in lazy.param_groups] == [True, False]
+
+
+def test_lazy_adam_rows_fall_back_to_the_twin(monkeypatch):
+    monkeypatch.setattr("birdnerf.train.optim.fused_kernel", lambda: None)
+    param, grad, exp_avg, exp_avg_sq, hit = _adam_case(torch.float32, seed=2)
+    assert lazy_adam_rows(param, grad, exp_avg, exp_avg_sq, 0.1, 0.9, 0.99, 1e-15, 0.5) == len(hit)
+
+
+def test_fused_field_matches_torch_field_and_shares_its_state(kernel):
+    torch.manual_seed(0)
+    reference = BlockField(FIELD, backend="torch")
+    with torch.no_grad():
+        reference.encoding.table.normal_(0.0, 0.5)
+    fused = BlockField(FIELD, backend="fused")
+    assert fused.backend == "fused"
+    fused.load_state_dict(reference.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1500, 3, generator=g)
+    x[:5] = x[:5] * 3.0 - 1.0
+    dirs = F.normalize(torch.randn(1500, 3, generator=g), dim=-1)
+    ids = torch.randint(0, 6, (1500,), generator=g)
+    outs = [field(x, dirs, ids) for field in (reference, fused)]
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    for rgb, sigma in outs:
+        (F.mse_loss(rgb, torch.full_like(rgb, 0.3)) + 1e-2 * sigma.mean()).backward()
+    for (name, p_ref), p_fused in zip(reference.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p_fused.grad, p_ref.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.density(x), reference.density(x), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_picks_fused_on_cpu(kernel, caplog):
+    _resolve.cache_clear()
+    with caplog.at_level(logging.INFO, logger="birdnerf"):
+        assert resolve_backend("auto", "cpu") == "fused"
+    assert any("fused" in r.getMessage() for r in caplog.records)
+
+
+def test_fallback_when_the_kernel_cannot_build(monkeypatch, caplog):
+    def fail():
+        raise RuntimeError("Error building extension\nhashgrid.cpp:1: error: no compiler here")
+
+    monkeypatch.setattr(fused_module, "_build", fail)
+    fused_module.fused_kernel.cache_clear()
+    _resolve.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="birdnerf"):
+            expected = "compiled" if compile_available() else "torch"
+            assert resolve_backend("auto", "cpu") == expected
+            assert resolve_backend("fused", "cpu") == expected
+            assert BlockField(FIELD, backend="fused").backend == expected
+            assert not fused_module.fused_available()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "error: no compiler here" in warnings[0], warnings
+    finally:
+        fused_module.fused_kernel.cache_clear()
+        _resolve.cache_clear()
+
+
+@pytest.mark.slow  # two short block trainings on the mini survey (~10-20 s)
+def test_a_checkpoint_of_one_backend_resumes_on_the_other(kernel, mini_dataset, tmp_path):
+    """Train 6 steps with the torch backend, resume to 12 with the fused one (model and optimiser
+    state load unchanged); the finished model loads into either backend with the same output."""
+    config = dataclasses.replace(
+        mini_train_config(),
+        steps=12,
+        checkpoint_every=6,
+        log_every=6,
+        rays_per_batch=256,
+        samples_per_batch=4096,
+        render=RenderConfig(occupancy_resolution=16),
+    )
+    partition, _ = partition_dataset(mini_dataset, tmp_path / "run", PartitionConfig(blocks=(1, 1)))
+    scene, block = load_scene(partition), partition.blocks[0]
+    torch_config = dataclasses.replace(config, backend="torch")
+    assert train_block(tmp_path / "out", scene, block, torch_config, stop_after=6)["step"] == 6
+    result = train_block(tmp_path / "out", scene, block, dataclasses.replace(config, backend="fused"))
+    assert result["finished"] and result["step"] == 12
+    weights = load_tensors(block_dir(tmp_path / "out", block.id) / "model.pt")["model"]
+    fields = []
+    for backend in ("torch", "fused"):
+        field = BlockField(dataclasses.replace(config.field, num_images=len(block.images)), backend=backend)
+        field.load_state_dict({k[len("field.") :]: v for k, v in weights.items() if k.startswith("field.")})
+        fields.append(field)
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fields[1].density(x), fields[0].density(x), rtol=1e-5, atol=1e-6)
