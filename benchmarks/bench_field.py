@@ -2,7 +2,10 @@
 
 Run ``python benchmarks/bench_field.py`` (``--quick`` for a short run). Every backend gets the same
 config and batch; the table reports the median of the timed steps after warm-up (the first call,
-which includes compilation for ``compiled``, is shown separately) and the ratio to ``torch``.
+which includes compilation for ``compiled`` and the kernel build or load for ``fused``, is shown
+separately) and the ratios to ``torch`` and to ``compiled``. The optimiser is the one training
+uses (:func:`birdnerf.train.loop.make_optimizer`'s :class:`LazyAdam`: lazy rows for the table);
+``--dense-adam`` times plain dense Adam instead (the optimiser before the fused backend).
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from birdnerf.field import BlockField, FieldConfig, HashGridConfig, compile_available, tcnn_available
+from birdnerf.field import (
+    BlockField,
+    FieldConfig,
+    HashGridConfig,
+    compile_available,
+    fused_available,
+    tcnn_available,
+)
+from birdnerf.train.optim import LazyAdam
 
 
 def make_batch(n: int, mode: str, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -54,12 +65,24 @@ def _timed(fn, steps: int, device: torch.device) -> tuple[float, list[float]]:
     return first, [once() for _ in range(steps)]
 
 
-def bench_one(backend: str, log2_size: int, batch: tuple[torch.Tensor, ...], steps: int) -> dict:
+def make_optimizer(field: BlockField, dense: bool) -> torch.optim.Optimizer:
+    """Training's optimiser (lazy rows for the table), or dense Adam over everything."""
+    if dense:
+        return torch.optim.Adam(field.parameters(), lr=1e-2, eps=1e-15)
+    table = list(field.encoding.parameters())
+    rest = [p for n, p in field.named_parameters() if not n.startswith("encoding.")]
+    groups = [{"params": table, "lazy": True}, {"params": rest, "weight_decay": 1e-6}]
+    return LazyAdam(groups, lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+
+
+def bench_one(backend: str, log2_size: int, batch: tuple[torch.Tensor, ...], steps: int, dense: bool) -> dict:
     x, dirs, ids, target = batch
     device = x.device
     config = FieldConfig(grid=HashGridConfig(log2_hashmap_size=log2_size), num_images=100)
     field = BlockField(config, backend=backend, device=device)
-    opt = torch.optim.Adam(field.parameters(), lr=1e-2, eps=1e-15)
+    if field.backend != backend:
+        raise SystemExit(f"backend {backend} is not available here (got {field.backend})")
+    opt = make_optimizer(field, dense or backend == "tcnn")
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -96,6 +119,7 @@ def main() -> None:
     parser.add_argument("--samples", choices=("uniform", "rays"), default="uniform")
     parser.add_argument("--backends", default="", help="comma-separated; default: all available")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--dense-adam", action="store_true", help="dense Adam for every backend")
     args = parser.parse_args()
     if args.quick:
         args.batch_log2, args.steps, args.log2_sizes = 16, 3, "16"
@@ -106,7 +130,10 @@ def main() -> None:
     backends = [b for b in args.backends.split(",") if b]
     if not backends:
         backends = (
-            ["torch"] + (["compiled"] if compile_available() else []) + (["tcnn"] if tcnn_available() else [])
+            ["torch"]
+            + (["compiled"] if compile_available() else [])
+            + (["fused"] if fused_available() else [])
+            + (["tcnn"] if tcnn_available() else [])
         )
     sizes = [int(s) for s in args.log2_sizes.split(",")]
     rows = []
@@ -114,7 +141,7 @@ def main() -> None:
         device = torch.device("cuda" if backend == "tcnn" else "cpu")
         batch = make_batch(2**args.batch_log2, args.samples, device)
         for log2_size in sizes:
-            rows.append(bench_one(backend, log2_size, batch, args.steps))
+            rows.append(bench_one(backend, log2_size, batch, args.steps, args.dense_adam))
             print(f"  done {backend} T={log2_size}", flush=True)
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -122,21 +149,28 @@ def main() -> None:
         f"\nbatch 2^{args.batch_log2} ({args.samples}), 16 levels x 2 features, 64-wide MLPs, SH degree 4, "
         f"{torch.get_num_threads()} threads, {args.steps} timed steps; load average at the end {load}"
     )
-    print("samples/s: median (best) of the timed steps; x torch: ratio of medians to the torch backend")
+    optimiser = "dense Adam" if args.dense_adam else "lazy Adam on the table, dense on the MLPs"
+    print(f"optimiser: {optimiser}")
+    print(
+        "samples/s: median (best) of the timed steps; x torch, x compiled: ratios of medians to the "
+        "torch and compiled backends"
+    )
     print(
         f"{'backend':<9} {'T':>3} {'params':>11} {'warm-up s':>9} {'train samples/s':>21} {'x torch':>7} "
-        f"{'infer samples/s':>23} {'x torch':>7}"
+        f"{'x comp.':>7} {'infer samples/s':>23} {'x torch':>7} {'x comp.':>7}"
     )
-    reference = {r["T"]: r for r in rows if r["backend"] == "torch"}
+
+    def ratio(r: dict, key: str, backend: str) -> str:
+        ref = next((o for o in rows if o["backend"] == backend and o["T"] == r["T"]), None)
+        return f"{r[key] / ref[key]:.2f}" if ref else "-"
+
     for r in rows:
-        ref = reference.get(r["T"])
-        train_ratio = f"{r['train'] / ref['train']:.2f}" if ref else "-"
-        infer_ratio = f"{r['infer'] / ref['infer']:.2f}" if ref else "-"
         train = f"{r['train']:,.0f} ({r['train_best']:,.0f})"
         infer = f"{r['infer']:,.0f} ({r['infer_best']:,.0f})"
         print(
             f"{r['backend']:<9} {r['T']:>3} {r['params']:>11,} {r['warmup_s']:>9.1f} "
-            f"{train:>21} {train_ratio:>7} {infer:>23} {infer_ratio:>7}"
+            f"{train:>21} {ratio(r, 'train', 'torch'):>7} {ratio(r, 'train', 'compiled'):>7} "
+            f"{infer:>23} {ratio(r, 'infer', 'torch'):>7} {ratio(r, 'infer', 'compiled'):>7}"
         )
 
 

@@ -87,7 +87,6 @@ class FusedEncode(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         kernel = fused_kernel()
         x, table = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
         grad_x = grad_table = None
         if ctx.needs_input_grad[1]:
             grad_table = kernel.encode_backward_table(grad_out, x, table.shape[0], *ctx.levels)

@@ -112,35 +112,41 @@ inline void parallel_dynamic(int64_t n, const Body& body) {
 
 }  // namespace
 
+// Features, returned as an (N, L * F) view of a feature-major (L * F, N) buffer: each level is
+// computed over the whole batch by one thread, so the level's rows stay in that core's cache, and
+// its F output rows are written contiguously. Matrix products read the transposed view as is.
 torch::Tensor encode_forward(torch::Tensor x, torch::Tensor table, std::vector<int64_t> resolution,
                              std::vector<int64_t> offset, std::vector<bool> dense, int64_t mask) {
   check_inputs(x, table);
+  TORCH_CHECK(table.size(1) <= 8, "the fused hash grid takes at most 8 features per level");
   x = x.contiguous();
   table = table.contiguous();
   const Levels lv = make_levels(resolution, offset, dense, mask);
   const int64_t n = x.size(0), n_levels = lv.resolution.size(), nf = table.size(1);
-  auto out = torch::empty({n, n_levels * nf}, table.options());
+  auto out = torch::empty({n_levels * nf, n}, table.options());
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "encode_forward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* tp = table.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    parallel_static(n, [&](int64_t i) {
-      scalar_t xc[3];
-      clamp_point(xp + 3 * i, xc);
+    parallel_dynamic(n_levels, [&](int64_t j) {
+      const int64_t l = n_levels - 1 - j;  // finest (slowest) levels first
       Cell<scalar_t> cell;
-      for (int64_t l = 0; l < n_levels; ++l) {
+      scalar_t xc[3], acc[8];
+      scalar_t* ol = op + l * nf * n;
+      for (int64_t i = 0; i < n; ++i) {
+        clamp_point(xp + 3 * i, xc);
         locate(xc, lv.resolution[l], lv.dense[l], lv.offset[l], lv.mask, cell);
-        scalar_t* o = op + i * n_levels * nf + l * nf;
-        for (int64_t f = 0; f < nf; ++f) o[f] = 0;
+        for (int64_t f = 0; f < nf; ++f) acc[f] = 0;
         for (int k = 0; k < 8; ++k) {
           const scalar_t w = weight(cell.frac, k);
           const scalar_t* t = tp + cell.rows[k] * nf;
-          for (int64_t f = 0; f < nf; ++f) o[f] += w * t[f];
+          for (int64_t f = 0; f < nf; ++f) acc[f] += w * t[f];
         }
+        for (int64_t f = 0; f < nf; ++f) ol[f * n + i] = acc[f];
       }
     });
   });
-  return out;
+  return out.t();
 }
 
 // Gradient of the table, (R, F): zero except the rows the batch touched.
@@ -153,7 +159,7 @@ torch::Tensor encode_backward_table(torch::Tensor grad_out, torch::Tensor x, int
   const int64_t nf = grad_out.size(1) / n_levels;
   x = x.contiguous();
   // Level-major copy of the incoming gradient: each level's thread then reads contiguous memory.
-  auto g_levels = grad_out.reshape({n, n_levels, nf}).transpose(0, 1).contiguous();
+  auto g_levels = grad_out.reshape({n, n_levels, nf}).transpose(0, 1).contiguous();  // (L, N, F)
   auto grad_table = torch::zeros({table_rows, nf}, grad_out.options());
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "encode_backward_table", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
