@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -110,6 +111,16 @@ inline void parallel_dynamic(int64_t n, const Body& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
+// Calls body(F) with F a compile-time 2 (the default layout: loops over features unroll) or nf.
+template <typename Body>
+inline void with_features(int64_t nf, const Body& body) {
+  if (nf == 2) {
+    body(std::integral_constant<int64_t, 2>{});
+  } else {
+    body(nf);
+  }
+}
+
 }  // namespace
 
 // Features, returned as an (N, L * F) view of a feature-major (L * F, N) buffer: each level is
@@ -133,17 +144,19 @@ torch::Tensor encode_forward(torch::Tensor x, torch::Tensor table, std::vector<i
       Cell<scalar_t> cell;
       scalar_t xc[3], acc[8];
       scalar_t* ol = op + l * nf * n;
-      for (int64_t i = 0; i < n; ++i) {
-        clamp_point(xp + 3 * i, xc);
-        locate(xc, lv.resolution[l], lv.dense[l], lv.offset[l], lv.mask, cell);
-        for (int64_t f = 0; f < nf; ++f) acc[f] = 0;
-        for (int k = 0; k < 8; ++k) {
-          const scalar_t w = weight(cell.frac, k);
-          const scalar_t* t = tp + cell.rows[k] * nf;
-          for (int64_t f = 0; f < nf; ++f) acc[f] += w * t[f];
+      with_features(nf, [&](auto F) {
+        for (int64_t i = 0; i < n; ++i) {
+          clamp_point(xp + 3 * i, xc);
+          locate(xc, lv.resolution[l], lv.dense[l], lv.offset[l], lv.mask, cell);
+          for (int64_t f = 0; f < F; ++f) acc[f] = 0;
+          for (int k = 0; k < 8; ++k) {
+            const scalar_t w = weight(cell.frac, k);
+            const scalar_t* t = tp + cell.rows[k] * F;
+            for (int64_t f = 0; f < F; ++f) acc[f] += w * t[f];
+          }
+          for (int64_t f = 0; f < F; ++f) ol[f * n + i] = acc[f];
         }
-        for (int64_t f = 0; f < nf; ++f) ol[f * n + i] = acc[f];
-      }
+      });
     });
   });
   return out.t();
@@ -170,16 +183,18 @@ torch::Tensor encode_backward_table(torch::Tensor grad_out, torch::Tensor x, int
       Cell<scalar_t> cell;
       scalar_t xc[3];
       const scalar_t* gl = gp + l * n * nf;
-      for (int64_t i = 0; i < n; ++i) {
-        clamp_point(xp + 3 * i, xc);
-        locate(xc, lv.resolution[l], lv.dense[l], lv.offset[l], lv.mask, cell);
-        const scalar_t* g = gl + i * nf;
-        for (int k = 0; k < 8; ++k) {
-          const scalar_t w = weight(cell.frac, k);
-          scalar_t* t = gt + cell.rows[k] * nf;
-          for (int64_t f = 0; f < nf; ++f) t[f] += w * g[f];
+      with_features(nf, [&](auto F) {
+        for (int64_t i = 0; i < n; ++i) {
+          clamp_point(xp + 3 * i, xc);
+          locate(xc, lv.resolution[l], lv.dense[l], lv.offset[l], lv.mask, cell);
+          const scalar_t* g = gl + i * F;
+          for (int k = 0; k < 8; ++k) {
+            const scalar_t w = weight(cell.frac, k);
+            scalar_t* t = gt + cell.rows[k] * F;
+            for (int64_t f = 0; f < F; ++f) t[f] += w * g[f];
+          }
         }
-      }
+      });
     });
   });
   return grad_table;
