@@ -204,6 +204,7 @@ def test_lazy_adam_rows_fall_back_to_the_twin(monkeypatch):
     assert lazy_adam_rows(param, grad, exp_avg, exp_avg_sq, 0.1, 0.9, 0.99, 1e-15, 0.5) == len(hit)
 
 
+@pytest.mark.slow  # compiles the MLP heads with Inductor: ~20-40 s cold on 2 cores
 def test_fused_field_matches_torch_field_and_shares_its_state(kernel):
     torch.manual_seed(0)
     reference = BlockField(FIELD, backend="torch")

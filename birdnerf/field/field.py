@@ -131,8 +131,21 @@ def _fast_density(x, table, scale, mul, dense, offset, mask, density_w, bound):
     return _density_head(encode_fast(x, table, scale, mul, dense, offset, mask), x, density_w, bound)[0]
 
 
+def _heads(features, x, dirs, app, density_w, color_w, sh_degree, bound):
+    sigma, geo = _density_head(features, x, density_w, bound)
+    return _color_head(geo, dirs, app, color_w, sh_degree), sigma
+
+
+def _density_only(features, x, density_w, bound):
+    return _density_head(features, x, density_w, bound)[0]
+
+
 _compiled_forward = LazyCompile(_fast_forward, name="field forward")
 _compiled_density = LazyCompile(_fast_density, name="field density")
+# The fused backend: the encoding runs in its kernel, the MLP heads compiled (bias, activations,
+# SH and the copies between them fused around the matrix products).
+_compiled_heads = LazyCompile(_heads, name="field heads")
+_compiled_density_head = LazyCompile(_density_only, name="field density head")
 
 
 def make_encoding(config: HashGridConfig, backend: str) -> nn.Module:
@@ -213,6 +226,8 @@ class BlockField(nn.Module):
         if self.backend == "compiled":
             grid_args = self.encoding.fast_args()
             return _compiled_density((x,), (*grid_args, _weights(self.density_mlp), bound))[0]
+        if self.backend == "fused":
+            return _compiled_density_head((self.encoding(x), x), (_weights(self.density_mlp), bound))[0]
         return _density_head(self.encoding(x), x, _weights(self.density_mlp), bound)[0]
 
     def color_features(self, x_unit: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
@@ -271,5 +286,11 @@ class BlockField(nn.Module):
             rest = (None,) if app is None else ()
             grid_args = self.encoding.fast_args()
             return _compiled_forward(batched, (*rest, *grid_args, density_w, color_w, sh_degree, bound))
+        if self.backend == "fused":
+            batched = (
+                (self.encoding(x), x, dirs) if app is None else (self.encoding(x), x, dirs, app.contiguous())
+            )
+            rest = (None,) if app is None else ()
+            return _compiled_heads(batched, (*rest, density_w, color_w, sh_degree, bound))
         sigma, geo = _density_head(self.encoding(x), x, density_w, bound)
         return _color_head(geo, dirs, app, color_w, sh_degree), sigma
