@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ class TrainConfig:
     steps: int = 1000
     """Optimisation steps per block."""
     rays_per_batch: int = 4096
-    """Pixels (rays) drawn per step; rays past the sample budget are left for later steps."""
+    """Most pixels (rays) drawn per step. Once a step has measured the samples per ray, a step
+    draws only about as many as the sample budget keeps (25 % spare; the rest would be marched
+    and then dropped); rays past the budget are left for later steps."""
     samples_per_batch: int = 1 << 16
     """Sample budget per step (keeps steps equally fast while the occupancy grid is coarse)."""
     lr: float = 0.2
@@ -97,6 +100,14 @@ def make_optimizer(model: BlockModel, config: TrainConfig) -> torch.optim.Optimi
     return LazyAdam(groups, betas=(0.9, 0.99), eps=1e-15)
 
 
+def rays_to_draw(most: int, sample_budget: int, samples_per_ray: float | None, spare: float = 1.25) -> int:
+    """Rays to draw for a step: ``most`` until the samples per kept ray are known, then about as
+    many as the sample budget keeps (``spare`` times that), at least 64 and at most ``most``."""
+    if samples_per_ray is None or samples_per_ray <= 0:
+        return most
+    return max(64, min(most, math.ceil(spare * sample_budget / samples_per_ray)))
+
+
 def build_model(block: Block, config: TrainConfig, num_images: int) -> BlockModel:
     return BlockModel(block.box, config.field, num_images, config.render, backend=config.backend)
 
@@ -147,6 +158,7 @@ def train_block(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(config.seed)
     start = 0
+    samples_per_ray: float | None = None  # measured by the last step; sizes the next draw
     state_path = out / "checkpoint.pt"
     if resume and state_path.exists():
         _check_same_model(out / "config.json", model)
@@ -156,6 +168,7 @@ def train_block(
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         start = int(state["step"])
+        samples_per_ray = state.get("samples_per_ray")
         clock.resume(float(state.get("seconds", 0.0)), int(state.get("rays", 0)))
         ckpt.truncate_metrics(out / "metrics.jsonl", start)
     else:
@@ -177,7 +190,8 @@ def train_block(
             break
         if step >= hold:
             model.update_occupancy(step - hold, config.occupancy_every, config.occupancy_warmup, generator)
-        batch = torch.randint(len(rays), (config.rays_per_batch,), generator=generator)
+        n_draw = rays_to_draw(config.rays_per_batch, config.samples_per_batch, samples_per_ray)
+        batch = torch.randint(len(rays), (n_draw,), generator=generator)
         out_rays, samples = model.render(
             rays.origins[batch],
             rays.dirs[batch],
@@ -191,6 +205,8 @@ def train_block(
         mse = torch.mean((out_rays.rgb[kept] - rays.rgb[batch][kept]) ** 2)
         loss = mse
         n_samples = int(samples.ray_indices.numel())
+        if n_kept > 0 and n_samples > 0:
+            samples_per_ray = n_samples / n_kept
         if config.distortion_weight > 0 and n_samples > 0:
             distortion = distortion_loss(
                 out_rays.weights, samples.t_starts, samples.t_ends, samples.ray_indices, len(batch)
@@ -236,6 +252,7 @@ def train_block(
                     "generator": generator.get_state(),
                     "seconds": clock.seconds,
                     "rays": clock.rays,
+                    "samples_per_ray": samples_per_ray,
                 },
             )
     if done < config.steps and not clock.out_of_time:
