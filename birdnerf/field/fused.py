@@ -53,6 +53,7 @@ def _reason(err: BaseException) -> str:
 @functools.cache
 def fused_kernel() -> ModuleType | None:
     """The compiled extension, or None (with one logged warning) when it cannot be built here."""
+    logger.info("loading the fused hash-grid kernel (compiled on first use: about a minute)")
     try:
         return _build()
     except Exception as err:  # compiler missing, ninja missing, build error: all mean "unavailable"
