@@ -75,7 +75,8 @@ def train_cmd(
     backend: str = typer.Option(
         "auto",
         "--backend",
-        help="Hash-grid backend: auto, torch (reference), compiled (fast CPU), tcnn (CUDA).",
+        help="Hash-grid backend: auto (fused on CPU, tcnn on CUDA), torch (reference), compiled "
+        "(torch.compile), fused (C++ kernel, the fast CPU path; built on first use, ~1 min), tcnn (CUDA).",
     ),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from each block's last checkpoint."
