@@ -2,14 +2,16 @@
 
 The source, ``csrc/hashgrid.cpp``, is compiled by ``torch.utils.cpp_extension.load`` on first use
 and cached in torch's extensions folder (``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``) under a name keyed on the source, so an edited kernel rebuilds and
-an unchanged one loads in about a second. The flags are portable (``-O3``, no ``-march``): the
-kernel is bound by gathers into the table, not by arithmetic, and a cache shared by machines with
-and without AVX-512 stays valid. If the build fails (no compiler, no ninja), :func:`fused_kernel`
-returns None and one warning says why; callers then use the compiled torch backend.
+``~/.cache/torch_extensions``) under a name keyed on the source, the flags and the torch version,
+so an edited kernel or another torch rebuilds and an unchanged one loads in about a second. The
+flags are portable (``-O3``, no ``-march``): the kernel is bound by gathers into the table, not
+by arithmetic, and a cache shared by machines with and without AVX-512 stays valid. If the build
+fails (no compiler, no ninja), :func:`fused_kernel` returns None and one warning says why;
+callers then use the compiled torch backend.
 
 The kernel reads the same table layout as :func:`birdnerf.field.hashgrid.encode_reference`, so
-checkpoints move freely between the ``torch``, ``compiled`` and ``fused`` backends.
+checkpoints move freely between the ``torch``, ``compiled`` and ``fused`` backends. With this
+backend the field's MLP heads run under ``torch.compile`` (see :mod:`birdnerf.field.field`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def _build() -> ModuleType:
     """Compile (or load the cached build of) the extension; raises on any failure."""
     from torch.utils import cpp_extension
 
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    salt = " ".join((*CFLAGS, torch.__version__)).encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + salt).hexdigest()[:12]
     return cpp_extension.load(
         name=f"birdnerf_hashgrid_{key}",
         sources=[str(SOURCE)],
