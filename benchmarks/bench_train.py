@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50, help="steps between PSNR evaluations")
     parser.add_argument("--eval-pixels", type=int, default=16384, help="held-out pixels scored (0: all)")
     parser.add_argument("--targets", default="20,22,25", help="comma-separated PSNR targets in dB")
-    parser.add_argument("--backend", default="auto", help="field backend (auto, torch, compiled, fused, tcnn)")
+    parser.add_argument("--backend", default="auto", help="field backend: auto, torch, compiled, fused, tcnn")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     parser.add_argument("--skip", choices=("none", "time-to-psnr", "comparison"), default="none")
     args = parser.parse_args()
