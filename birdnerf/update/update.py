@@ -13,6 +13,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.geo.enu import GeoPoint, enu_to_enu
 from birdnerf.partition.manifest import Partition, read_partition
 from birdnerf.partition.partition import apply_frame, dataset_label, load_scene
+from birdnerf.runlock import locks_run
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.train import checkpoint as ckpt
@@ -107,6 +108,7 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
     return plan
 
 
+@locks_run("update")
 def update_run(
     run_dir: str | Path,
     data: str | Path,
