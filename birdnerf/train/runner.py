@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from birdnerf.errors import BirdnerfError
+from birdnerf.field.backends import resolve_backend
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import MANIFEST
 from birdnerf.runlock import locks_run
@@ -45,12 +47,32 @@ def plan_blocks(
         if not block.trainable:
             plans.append(BlockPlan(block_id, "skip-empty"))
         elif (folder / "done.json").exists() and not force:
+            _check_done(folder / "done.json")
             plans.append(BlockPlan(block_id, "skip-done"))
         elif resume and (folder / "checkpoint.pt").exists() and not force:
             plans.append(BlockPlan(block_id, "resume"))
         else:
             plans.append(BlockPlan(block_id, "train"))
     return plans
+
+
+def _check_done(path: Path) -> None:
+    """A block is skipped as finished only when its ``done.json`` reads as a finished block."""
+    try:
+        done = ckpt.read_json(path)
+    except BirdnerfError as err:
+        message = f"{err.message}: the block's state is unreadable; retrain it with --force"
+        raise BirdnerfError(message, path) from None
+    if not isinstance(done, dict) or not done.get("finished"):
+        raise BirdnerfError("not a finished block's record; retrain the block with --force", path)
+
+
+def check_backend(name: str) -> None:
+    """Refuse an unknown field backend, or one this machine cannot run, with the reason."""
+    try:
+        resolve_backend(name)
+    except (ValueError, RuntimeError) as err:
+        raise BirdnerfError(f"backend {name!r}: {err}") from None
 
 
 def _train_one(
@@ -116,6 +138,7 @@ def train_run(
     ``manifest`` trains the blocks as another manifest file lists them (an update's staged
     version); ``init_from`` maps block ids to finished models to fine-tune from.
     """
+    check_backend(config.backend)
     run_dir = Path(run_dir)
     manifest = Path(manifest) if manifest else run_dir / MANIFEST
     init_from = {k: str(v) for k, v in (init_from or {}).items()}
