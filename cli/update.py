@@ -31,6 +31,11 @@ def update_cmd(
         help="Drop older photos of the changed area (where the new photos look) from the touched "
         "blocks, so the area shows its new state.",
     ),
+    allow_new_area: bool = typer.Option(
+        False,
+        "--allow-new-area",
+        help="Accept photos that touch none of the run's blocks (they only make new blocks beyond it).",
+    ),
     steps: int = typer.Option(
         None,
         "--steps",
@@ -66,7 +71,9 @@ def update_cmd(
         return
     if add is None:
         raise typer.BadParameter("give --add DATA (new photos) or --rollback VERSION")
-    options = UpdateOptions(from_scratch=from_scratch, replace_older=replace_older, steps=steps)
+    options = UpdateOptions(
+        from_scratch=from_scratch, replace_older=replace_older, steps=steps, allow_new_area=allow_new_area
+    )
     with progress_bars() as bars:
         tasks: dict[str, int] = {}
 

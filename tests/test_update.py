@@ -313,3 +313,42 @@ def test_photos_that_reach_no_block_are_a_clear_error(run, site, tmp_path):
     with pytest.raises(BirdnerfError, match="none of these photos fall on the run's blocks"):
         prepare_update(run, far, UpdateOptions())
     assert not (run / STAGED).exists() and read_partition(run).version == 1
+
+
+def _moved_copy(data: Path, out: Path, shift_x: float = 0.0, geo: dict | None = None) -> Path:
+    """A copy of the dataset ``data`` (same photo files) moved ``shift_x`` metres east, with ``geo``."""
+    scene = load_dataset(data)
+    shift = np.eye(4)
+    shift[0, 3] = shift_x
+    for path in scene.image_paths:
+        target = out / path.relative_to(scene.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    paths = [out / p.relative_to(scene.root) for p in scene.image_paths]
+    moved = dataclasses.replace(
+        scene.transformed(shift), root=out, image_paths=paths, depth_paths=None, geo=geo
+    )
+    write_transforms(moved, out / "transforms.json")
+    return out
+
+
+def test_update_refuses_a_copied_folder_of_photos_already_in_the_run(run, site, tmp_path):
+    copy = _moved_copy(site["base"], tmp_path / "copy")
+    with pytest.raises(BirdnerfError, match=r"of these \d+ photos are already in the run or repeated"):
+        prepare_update(run, copy, UpdateOptions())
+
+
+def test_update_refuses_georeferenced_photos_for_a_local_run(run, site, tmp_path):
+    geo = {"frame": "ENU", "lat": 50.82, "lon": -0.137, "alt": 10.0}
+    other = _moved_copy(site["changed"], tmp_path / "geo", geo=geo)
+    with pytest.raises(BirdnerfError, match="these photos are georeferenced but the run is not"):
+        prepare_update(run, other, UpdateOptions())
+
+
+def test_photos_far_from_the_site_need_allow_new_area(run, site, tmp_path):
+    far = _moved_copy(site["changed"], tmp_path / "far", shift_x=1000.0)
+    with pytest.raises(BirdnerfError, match="touch none of the run's blocks.*--allow-new-area"):
+        prepare_update(run, far, UpdateOptions())
+    plan = prepare_update(run, far, UpdateOptions(allow_new_area=True))
+    assert plan.created and set(plan.retrain) == set(plan.created)
+    assert not (run / STAGED).exists() and read_partition(run).version == 1

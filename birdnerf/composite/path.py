@@ -115,6 +115,27 @@ def write_camera_path(path: str | Path, camera_path: CameraPath) -> Path:
     return Path(path)
 
 
+MAX_SIDE_PX = 16384
+"""The largest frame side a camera path may ask for (a 16k x 16k frame is 268 million rays)."""
+
+
+def check_camera_path(poses: np.ndarray, width: int, height: int, fov_deg: float, path: Path) -> None:
+    """Refuse what would render garbage or exhaust memory: non-finite or non-rigid poses (the
+    rotation must be orthonormal with determinant +1), a field of view outside (0, 180) degrees,
+    or sizes that are not positive or exceed :data:`MAX_SIDE_PX`."""
+    if not (0 < width <= MAX_SIDE_PX and 0 < height <= MAX_SIDE_PX):
+        raise BirdnerfError(f"render size {width}x{height} must be 1..{MAX_SIDE_PX} px on each side", path)
+    if not (math.isfinite(fov_deg) and 0.0 < fov_deg < 180.0):
+        raise BirdnerfError(f"field of view {fov_deg} must lie strictly between 0 and 180 degrees", path)
+    if not np.all(np.isfinite(poses)):
+        raise BirdnerfError("camera path contains NaN or infinity", path)
+    rot = poses[:, :3, :3]
+    error = np.abs(rot.transpose(0, 2, 1) @ rot - np.eye(3)).max(axis=(1, 2))
+    bad = np.flatnonzero((error > 1e-4) | (np.linalg.det(rot) < 0))
+    if bad.size:
+        raise BirdnerfError(f"frame {bad[0]}: camera_to_world's rotation is not a rotation matrix", path)
+
+
 def read_camera_path(path: str | Path) -> CameraPath:
     """Read a nerfstudio-style camera-path JSON (perspective cameras)."""
     path = Path(path)
@@ -136,8 +157,7 @@ def read_camera_path(path: str | Path) -> CameraPath:
         raise BirdnerfError(f"malformed JSON ({err})", path) from None
     except (KeyError, TypeError, ValueError) as err:
         raise BirdnerfError(f"not a camera path ({type(err).__name__}: {err})", path) from None
-    if not np.all(np.isfinite(poses)):
-        raise BirdnerfError("camera path contains NaN or infinity", path)
+    check_camera_path(poses, width, height, fov, path)
     fy = 0.5 * height / math.tan(math.radians(fov) / 2)
     camera = Camera(width=width, height=height, fx=fy, fy=fy, cx=width / 2, cy=height / 2)
     return CameraPath(camera, poses, float(data.get("fps", 10.0)))

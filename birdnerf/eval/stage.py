@@ -36,6 +36,7 @@ from birdnerf.eval.metrics import (
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import Partition
 from birdnerf.progress import ProgressFn
+from birdnerf.runlock import locks_run
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
 from birdnerf.train.data import ground_points
@@ -82,6 +83,7 @@ APPEARANCE_PROTOCOLS = ("mean", "fit-left")
 """``mean``: mean code, whole image scored. ``fit-left``: codes fitted on the left half, right half scored."""
 
 
+@locks_run("eval")
 def evaluate_run(
     run_dir: str | Path,
     *,

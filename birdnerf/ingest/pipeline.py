@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.geo.georef import apply_gps_fit, fit_gps
 from birdnerf.ingest.backend import require_pycolmap
@@ -183,10 +184,8 @@ def import_dataset(
     src, out = Path(src).resolve(), Path(out).absolute()
     kind = check_import(src, out, config)
     previous = out if (out / REPORT_FILE).is_file() else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = atomic.partial_dir(out)
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
         report = ImportReport(dataset=str(out), source=str(src), source_kind=kind)
 
         def step(name: str, done: int, total: int) -> None:

@@ -13,6 +13,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.partition.footprint import Footprints, compute_footprints
 from birdnerf.partition.layout import block_id, choose_shape, core_cell, coverage, expanded_rects, grid_edges
 from birdnerf.partition.manifest import POINTS_FILE, Block, Partition, PartitionConfig, points_path
+from birdnerf.runlock import run_lock
 from birdnerf.scene.frame import FrameEstimate, to_world_frame
 from birdnerf.scene.scene import Scene, merge_scenes
 
@@ -217,36 +218,37 @@ def partition_dataset(
     partition = partition_scene(scene, config, dataset=dataset_label(Path(data)), frame=frame)
     run_dir = Path(run_dir)
     partition.run_dir = run_dir
-    owned = [run_dir / "blocks", run_dir / "history", run_dir / "partition.staged.json"]
-    if (run_dir / MANIFEST).exists() and any(p.exists() for p in owned):
-        if force:
-            for path in owned:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
-        elif to_json(read_partition(run_dir)) != to_json(partition):
-            raise BirdnerfError(
-                "this run already has trained blocks or updates for another partition; "
-                "use a new run directory, or --force to delete them",
-                run_dir,
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    points = run_dir / POINTS_FILE
-    if frame.get("points_file"):
-        # Measured points live with the run: the dataset may be read-only, and every later stage
-        # (the training's surface prior first) must see the same points.
-        with atomic.atomic_path(points) as tmp, open(tmp, "wb") as f:
-            np.savez(f, xyz=scene.points.astype(np.float64), rgb=np.asarray(scene.point_colors, np.uint8))
-    else:
-        points.unlink(missing_ok=True)  # measured for an earlier partition of this run
-    write_partition(run_dir, partition)
-    plot_partition(
-        partition,
-        scene,
-        compute_footprints(scene, max_range_factor=config.max_range_factor),
-        run_dir / "partition.png",
-    )
+    with run_lock(run_dir, "partition"):
+        owned = [run_dir / "blocks", run_dir / "history", run_dir / "partition.staged.json"]
+        if (run_dir / MANIFEST).exists() and any(p.exists() for p in owned):
+            if force:
+                for path in owned:
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+            elif to_json(read_partition(run_dir)) != to_json(partition):
+                raise BirdnerfError(
+                    "this run already has trained blocks or updates for another partition; "
+                    "use a new run directory, or --force to delete them",
+                    run_dir,
+                )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        points = run_dir / POINTS_FILE
+        if frame.get("points_file"):
+            # Measured points live with the run: the dataset may be read-only, and every later stage
+            # (the training's surface prior first) must see the same points.
+            with atomic.atomic_path(points) as tmp, open(tmp, "wb") as f:
+                np.savez(f, xyz=scene.points.astype(np.float64), rgb=np.asarray(scene.point_colors, np.uint8))
+        else:
+            points.unlink(missing_ok=True)  # measured for an earlier partition of this run
+        write_partition(run_dir, partition)
+        plot_partition(
+            partition,
+            scene,
+            compute_footprints(scene, max_range_factor=config.max_range_factor),
+            run_dir / "partition.png",
+        )
     return partition, scene
 
 

@@ -80,6 +80,7 @@ def read_cameras_text(path: Path) -> dict[int, ColmapCamera]:
             params=tuple(_float(v, "parameter", where, path) for v in fields[4:]),
         )
         cameras[camera_id] = check_camera(camera, where, path)
+    _check_count(_lines(path), "cameras", len(cameras), path)
     return cameras
 
 
@@ -123,7 +124,28 @@ def read_images_text(path: Path) -> list[ColmapImage]:
                 name=fields[9].strip(),
             )
         )
+    _check_count(lines, "images", len(images), path)
     return images
+
+
+def _check_count(lines: list[str], what: str, found: int, path: Path) -> None:
+    """Refuse a file that holds fewer or more records than its header comment announces
+    (``# Number of images: 18, ...``): a file cut at a record boundary parses otherwise."""
+    announced = _announced(lines, f"Number of {what}")
+    if announced is not None and announced != found:
+        raise BirdnerfError(f"its header announces {announced} {what}, the file holds {found}", path)
+
+
+def _announced(lines: list[str], label: str) -> int | None:
+    for line in lines:
+        if not line.startswith("#"):
+            return None
+        if label in line:
+            try:
+                return int(line.split(":", 1)[1].split(",")[0])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 def read_points_text(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +171,7 @@ def read_points_text(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not all(0 <= c <= 255 for c in colour):
             raise BirdnerfError(f"{where}: colour {colour} is outside 0..255", path)
         rgb.append(colour)
+    _check_count(_lines(path), "points", len(ids), path)
     order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
     points = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)[order]
     colors = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)[order]

@@ -16,7 +16,7 @@ def load_rgb(path: str | Path, cam: Camera | None = None) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as im:
-            rgb = np.array(im.convert("RGB"))
+            rgb = _to_rgb8(im)
     except FileNotFoundError:
         raise BirdnerfError("image not found", path) from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
@@ -26,6 +26,15 @@ def load_rgb(path: str | Path, cam: Camera | None = None) -> np.ndarray:
             f"image is {rgb.shape[1]}x{rgb.shape[0]} but its camera says {cam.width}x{cam.height}", path
         )
     return rgb
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """8-bit RGB of any photo. 16-bit grey (``I;16``, or ``I`` holding values above 255) is scaled
+    from its full 16-bit range; Pillow's own conversion would clip it to white."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+        grey = np.asarray(im, dtype=np.float64) / 257.0
+        return np.repeat(np.clip(grey + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    return np.array(im.convert("RGB"))
 
 
 def save_rgb(path: str | Path, rgb: np.ndarray) -> None:

@@ -89,6 +89,10 @@ def read_transforms(path: str | Path) -> Scene:
         depths.append(resolve_inside(root, str(depth), path) if depth else None)
 
     names = [p.relative_to(root).as_posix() for p in images]
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if first.setdefault(name, i) != i:
+            raise BirdnerfError(f"frame {i}: image {name!r} is already frame {first[name]}", path)
     split = _splits(meta, names, path)
     extra = meta.get("birdnerf", {})
     scene = Scene(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -175,9 +176,14 @@ def merge_scenes(base: Scene, added: list[tuple[Scene, str]]) -> Scene:
 
 
 def resolve_inside(root: Path, relative: str, source: Path) -> Path:
-    """Resolve a path from a data file, refusing any that escapes the dataset directory."""
+    """Resolve a path from a data file, refusing any that escapes the dataset directory.
+
+    The check is on the path as written (``..`` and absolute paths), not on where symbolic links
+    inside the dataset lead: a dataset whose ``images/`` folder links elsewhere is the user's own
+    layout, while a data file cannot name a file outside it.
+    """
     root = root.resolve()
-    candidate = (root / relative).resolve()
+    candidate = Path(os.path.normpath(root / relative))
     if not candidate.is_relative_to(root):
         raise BirdnerfError(f"path {relative!r} points outside the dataset directory {root}", source)
     return candidate

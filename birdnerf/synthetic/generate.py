@@ -121,10 +121,8 @@ def generate_sample_scene(
     level = site.terrain.mean_height(bounds)
     c2w = plan_survey(survey, bounds, np.random.default_rng([seed, 1 + changed]), ground_z=level)
     prefix = "change" if changed else "photo"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = atomic.partial_dir(out)
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary directory
         gain_key = [seed, 3, int(changed)]
         scene_tmp, gains = _write_dataset(
             tmp, site, survey, c2w, prefix, preset, seed, gain_key, level, progress

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ import torch
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import block_folder
+
+logger = logging.getLogger("birdnerf")
 
 
 def block_dir(run_dir: str | Path, block_id: str, revision: int = 1) -> Path:
@@ -56,13 +59,35 @@ def append_metrics(path: Path, rows: list[dict]) -> None:
     atomic.write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file. A torn last line (a writer killed mid-line, by a tool that
+    appends in place) is skipped with a warning; a bad line before the last is an error."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BirdnerfError("file not found", path) from None
+    except UnicodeDecodeError as err:
+        raise BirdnerfError(f"not UTF-8 text ({err.reason})", path) from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            if number == len(lines):
+                logger.warning("%s: skipped its torn last line %d (%s)", path, number, err)
+                break
+            raise BirdnerfError(f"line {number} is not a JSON object ({err})", path) from None
+        rows.append(row)
+    return rows
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop logged rows after ``last_step`` (used when resuming from an earlier checkpoint)."""
     if not path.exists():
         return
-    keep = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if json.loads(line)["step"] <= last_step
-    ]
-    atomic.write_text(path, "".join(line + "\n" for line in keep))
+    keep = [row for row in read_jsonl(path) if row.get("step", 0) <= last_step]
+    atomic.write_text(path, "".join(json.dumps(row) + "\n" for row in keep))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -17,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from birdnerf.errors import BirdnerfError
+from birdnerf.field.backends import resolve_backend
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import MANIFEST
+from birdnerf.runlock import locks_run
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig, train_block
 
@@ -42,12 +47,32 @@ def plan_blocks(
         if not block.trainable:
             plans.append(BlockPlan(block_id, "skip-empty"))
         elif (folder / "done.json").exists() and not force:
+            _check_done(folder / "done.json")
             plans.append(BlockPlan(block_id, "skip-done"))
         elif resume and (folder / "checkpoint.pt").exists() and not force:
             plans.append(BlockPlan(block_id, "resume"))
         else:
             plans.append(BlockPlan(block_id, "train"))
     return plans
+
+
+def _check_done(path: Path) -> None:
+    """A block is skipped as finished only when its ``done.json`` reads as a finished block."""
+    try:
+        done = ckpt.read_json(path)
+    except BirdnerfError as err:
+        message = f"{err.message}: the block's state is unreadable; retrain it with --force"
+        raise BirdnerfError(message, path) from None
+    if not isinstance(done, dict) or not done.get("finished"):
+        raise BirdnerfError("not a finished block's record; retrain the block with --force", path)
+
+
+def check_backend(name: str) -> None:
+    """Refuse an unknown field backend, or one this machine cannot run, with the reason."""
+    try:
+        resolve_backend(name)
+    except (ValueError, RuntimeError) as err:
+        raise BirdnerfError(f"backend {name!r}: {err}") from None
 
 
 def _train_one(
@@ -89,6 +114,7 @@ class _Inline:
         self.callback(*item)
 
 
+@locks_run("train")
 def train_run(
     run_dir: str | Path,
     config: TrainConfig,
@@ -112,6 +138,7 @@ def train_run(
     ``manifest`` trains the blocks as another manifest file lists them (an update's staged
     version); ``init_from`` maps block ids to finished models to fine-tune from.
     """
+    check_backend(config.backend)
     run_dir = Path(run_dir)
     manifest = Path(manifest) if manifest else run_dir / MANIFEST
     init_from = {k: str(v) for k, v in (init_from or {}).items()}
@@ -137,33 +164,72 @@ def train_run(
                 init_from.get(plan.block_id),
             )
         return results
+    return _train_in_pool(
+        run_dir, manifest, todo, config, resume and not force, jobs, threads, notify, init_from
+    )
+
+
+def _train_in_pool(
+    run_dir: Path,
+    manifest: Path,
+    todo: list[BlockPlan],
+    config: TrainConfig,
+    resume: bool,
+    jobs: int,
+    threads: int,
+    notify: Callable[[str, int, int, dict], None],
+    init_from: dict[str, str],
+) -> dict[str, dict]:
+    """Train ``todo`` in ``jobs`` worker processes. At most ``jobs`` blocks are handed out at once,
+    so an interrupt (Ctrl-C) starts no further block; workers exit when the driver dies."""
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        events = manager.Queue()
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(
-                    _train_one,
-                    str(run_dir),
-                    str(manifest),
-                    p.block_id,
-                    config.to_dict(),
-                    resume and not force,
-                    threads,
-                    events,
-                    init_from.get(p.block_id),
-                ): p.block_id
-                for p in todo
-            }
-            pending = set(futures)
-            while pending:
+    events = ctx.Queue()
+    results: dict[str, dict] = {}
+    waiting = list(todo)
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), events)
+    ) as pool:
+        running: dict = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    plan = waiting.pop(0)
+                    args = (str(run_dir), str(manifest), plan.block_id, config.to_dict(), resume, threads)
+                    running[pool.submit(_train_in_worker, *args, init_from.get(plan.block_id))] = (
+                        plan.block_id
+                    )
                 try:
                     notify(*events.get(timeout=0.2))
                 except queue.Empty:
                     pass
-                for fut in [f for f in pending if f.done()]:
-                    pending.discard(fut)
-                    results[futures[fut]] = fut.result()
-            while not events.empty():
-                notify(*events.get())
+                for fut in [f for f in running if f.done()]:
+                    results[running.pop(fut)] = fut.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        while True:  # progress events still in flight
+            try:
+                notify(*events.get(timeout=0.05))
+            except queue.Empty:
+                break
     return results
+
+
+_events = None
+
+
+def _worker_init(parent_pid: int, events) -> None:
+    """Runs in each worker process: keep the event queue, and exit when the driver is gone."""
+    global _events
+    _events = events
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)  # the driver died (kill -9): writes are atomic, so stopping anywhere is safe
+
+
+def _train_in_worker(*args) -> dict:
+    return _train_one(*args[:6], _events, *args[6:])

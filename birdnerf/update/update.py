@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.geo.enu import GeoPoint, enu_to_enu
 from birdnerf.partition.manifest import Partition, read_partition
 from birdnerf.partition.partition import apply_frame, dataset_label, load_scene
+from birdnerf.runlock import locks_run
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.train import checkpoint as ckpt
@@ -34,6 +36,8 @@ class UpdateOptions:
     steps: int | None = None
     """Training steps per retrained block; default: the steps the run was trained with, half of
     them when fine-tuning."""
+    allow_new_area: bool = False
+    """Accept photos that touch none of the run's blocks (they only make new blocks beyond it)."""
 
 
 def source_transform(frame: dict, base_geo: dict | None, raw: Scene) -> np.ndarray:
@@ -49,6 +53,47 @@ def source_transform(frame: dict, base_geo: dict | None, raw: Scene) -> np.ndarr
         target = GeoPoint(base_geo["lat"], base_geo["lon"], base_geo["alt"])
         return load @ enu_to_enu(source, target)
     return load
+
+
+def check_same_frame(scene: Scene, raw: Scene, data: Path) -> None:
+    """New photos must be placeable in the run's frame: both georeferenced (ENU), or neither."""
+    run_geo = bool(scene.geo and scene.geo.get("frame") == "ENU")
+    new_geo = bool(raw.geo and raw.geo.get("frame") == "ENU")
+    if run_geo != new_geo:
+        which = (
+            "these photos are georeferenced but the run is not"
+            if new_geo
+            else ("the run is georeferenced but these photos are not")
+        )
+        raise BirdnerfError(f"{which}, so they cannot be placed in its frame", data)
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_new_content(scene: Scene, raw: Scene, data: Path) -> None:
+    """Refuse photos whose content is already in the run (a copied folder of the same photos) or
+    that appear twice among the new ones."""
+    known = {_digest(p): name for p, name in zip(scene.image_paths, scene.names, strict=True)}
+    seen: dict[str, str] = {}
+    repeats = []
+    for path, name in zip(raw.image_paths, raw.names, strict=True):
+        digest = _digest(path)
+        if digest in known or digest in seen:
+            repeats.append((name, known.get(digest) or seen[digest]))
+        seen.setdefault(digest, name)
+    if repeats:
+        name, twin = repeats[0]
+        raise BirdnerfError(
+            f"{len(repeats)} of these {len(raw.names)} photos are already in the run or repeated "
+            f"({name!r} has the same content as {twin!r})",
+            data,
+        )
 
 
 def base_config(run_dir: Path, partition: Partition) -> TrainConfig:
@@ -72,6 +117,8 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
     scene = load_scene(current)
     raw = load_dataset(data)
     raw.validate()
+    check_same_frame(scene, raw, Path(data))
+    check_new_content(scene, raw, Path(data))
     transform = source_transform(current.frame, scene.geo, raw)
     added = apply_frame(raw, {**current.frame, "load_transform": transform.tolist()})
     prefix = f"v{current.version + 1}"
@@ -82,6 +129,13 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
         raise BirdnerfError(
             "none of these photos fall on the run's blocks, and too few lie together beyond them to "
             "make a block (is the dataset in the run's frame?)",
+            Path(data),
+        )
+    if not options.allow_new_area and set(plan.retrain) <= set(plan.created):
+        raise BirdnerfError(
+            f"these photos touch none of the run's blocks: they would only make {len(plan.created)} new "
+            "block(s) beyond the site (is the dataset in the run's frame?); pass --allow-new-area to "
+            "add them anyway",
             Path(data),
         )
     plan.partition.sources.append(
@@ -107,6 +161,7 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
     return plan
 
 
+@locks_run("update")
 def update_run(
     run_dir: str | Path,
     data: str | Path,

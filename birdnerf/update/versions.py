@@ -19,6 +19,7 @@ from pathlib import Path
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import MANIFEST, Partition, read_partition, to_json
+from birdnerf.runlock import locks_run
 from birdnerf.train import checkpoint as ckpt
 
 HISTORY = "history"
@@ -112,6 +113,7 @@ def commit(run_dir: str | Path) -> Partition:
     return staged
 
 
+@locks_run("update --rollback")
 def rollback(run_dir: str | Path, version: int | None = None) -> Partition:
     """Restore ``version`` (default: the one before the current) as a new version; returns it.
 
