@@ -10,6 +10,7 @@ from birdnerf.synthetic.generate import VARIANTS, check_output_dir, generate_sam
 from birdnerf.synthetic.layout import build_site
 from birdnerf.synthetic.presets import PRESETS, SamplePreset, describe_preset, resolve_preset
 from birdnerf.synthetic.raycast import render_photo
+from birdnerf.synthetic.shipped import SAMPLE_DATA, SAMPLE_SEED, sample_dataset, shipped_sample
 from birdnerf.synthetic.site import Site, SiteConfig
 from birdnerf.synthetic.survey import SurveyConfig, ground_footprint, plan_survey
 from birdnerf.synthetic.terrain import Terrain
@@ -17,6 +18,8 @@ from birdnerf.synthetic.truth import above_ground_mask, load_site, world_points
 
 __all__ = [
     "PRESETS",
+    "SAMPLE_DATA",
+    "SAMPLE_SEED",
     "VARIANTS",
     "SamplePreset",
     "Site",
@@ -33,5 +36,7 @@ __all__ = [
     "plan_survey",
     "render_photo",
     "resolve_preset",
+    "sample_dataset",
+    "shipped_sample",
     "world_points",
 ]
