@@ -15,6 +15,7 @@ from birdnerf.composite.view import render_view
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
+from birdnerf.torch_globals import keep_torch_globals
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RenderSummary:
         return self.rays / max(self.seconds, 1e-9)
 
 
+@keep_torch_globals()
 def render_run(
     run_dir: str | Path,
     *,

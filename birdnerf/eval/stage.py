@@ -38,6 +38,7 @@ from birdnerf.partition.manifest import Partition
 from birdnerf.progress import ProgressFn
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.data import ground_points
 
 
@@ -82,6 +83,7 @@ APPEARANCE_PROTOCOLS = ("mean", "fit-left")
 """``mean``: mean code, whole image scored. ``fit-left``: codes fitted on the left half, right half scored."""
 
 
+@keep_torch_globals()
 def evaluate_run(
     run_dir: str | Path,
     *,

@@ -19,6 +19,7 @@ import torch
 
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import MANIFEST
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig, train_block
 
@@ -89,6 +90,7 @@ class _Inline:
         self.callback(*item)
 
 
+@keep_torch_globals()
 def train_run(
     run_dir: str | Path,
     config: TrainConfig,

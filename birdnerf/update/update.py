@@ -15,6 +15,7 @@ from birdnerf.partition.manifest import Partition, read_partition
 from birdnerf.partition.partition import apply_frame, dataset_label, load_scene
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig
 from birdnerf.train.runner import train_run
@@ -107,6 +108,7 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
     return plan
 
 
+@keep_torch_globals()
 def update_run(
     run_dir: str | Path,
     data: str | Path,
