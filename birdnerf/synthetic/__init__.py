@@ -6,6 +6,7 @@ views agree; ground-truth z-depth is saved beside each photo. See :func:`generat
 and :func:`load_site` / :func:`above_ground_mask` to score depth against the world model.
 """
 
+from birdnerf.synthetic.drone_photos import write_drone_photos
 from birdnerf.synthetic.generate import VARIANTS, check_output_dir, generate_sample_scene
 from birdnerf.synthetic.layout import build_site
 from birdnerf.synthetic.presets import PRESETS, SamplePreset, describe_preset, resolve_preset
@@ -39,4 +40,5 @@ __all__ = [
     "sample_dataset",
     "shipped_sample",
     "world_points",
+    "write_drone_photos",
 ]
