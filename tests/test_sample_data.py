@@ -37,3 +37,12 @@ def test_sample_dataset_copies_the_committed_files(tmp_path):
     for variant in ("base", "changed"):
         out = sample_dataset(tmp_path / variant, variant)
         assert _hashes(out) == _hashes(shipped_sample(variant))
+
+
+def test_sample_dataset_renders_the_same_files_without_the_repository(tmp_path, monkeypatch):
+    import birdnerf.synthetic.shipped as shipped
+
+    committed = _hashes(SAMPLE_DATA / "corner")
+    monkeypatch.setattr(shipped, "SAMPLE_DATA", tmp_path / "missing")
+    assert shipped_sample("changed") is None
+    assert _hashes(sample_dataset(tmp_path / "corner", "changed")) == committed
