@@ -161,9 +161,15 @@ def _render(run_dir: Path, partition: Partition, scene, index: int):
         return render_view(partition, BlockCache(run_dir), scene.cameras[index], scene.c2w[index])
 
 
+def _show_blocks(ax, ids: np.ndarray) -> None:
+    """Block indices as ten repeating colours (pixels of no block left blank)."""
+    shown = np.ma.masked_less(ids, 0) % 10
+    ax.imshow(shown, cmap=matplotlib.colormaps["tab10"], vmin=0, vmax=9, interpolation="nearest")
+
+
 def _block_id_image(ax, view, partition: Partition) -> None:
     ids = view.block_map.numpy()
-    ax.imshow(ids, cmap=matplotlib.colormaps["tab10"], vmin=0, vmax=9, interpolation="nearest")
+    _show_blocks(ax, ids)
     shown = sorted(set(ids.ravel().tolist()))
     ax.set_title(
         "block: " + ", ".join(partition.blocks[i].id for i in shown if 0 <= i < len(partition.blocks))
@@ -251,7 +257,7 @@ def update_comparison(
     fig.colorbar(shown, ax=axes[3], shrink=0.8)
     ids = new.block_map.numpy()
     mask = np.isin(ids, [i for i, b in enumerate(after_p.blocks) if b.id in retrained])
-    axes[4].imshow(ids, cmap=matplotlib.colormaps["tab10"], vmin=0, vmax=9, interpolation="nearest")
+    _show_blocks(axes[4], ids)
     axes[4].contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.5)
     axes[4].set_title("blocks changed: " + (", ".join(sorted(retrained)) or "none"))
     for ax in axes:
