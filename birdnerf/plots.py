@@ -149,7 +149,7 @@ def training_curves(run_dir: str | Path, *, save: str | Path | None = None) -> F
 def _photo_index(names: list[str], photo: int | str) -> int:
     if isinstance(photo, str):
         if photo not in names:
-            raise BirdnerfError(f"no photo named {photo!r} in the run")
+            raise BirdnerfError(f"no photo named {photo!r} in these versions of the run")
         return names.index(photo)
     return photo
 
@@ -224,8 +224,8 @@ def update_comparison(
     the current), their difference, and the blocks the later version retrained (outlined on its
     block map).
 
-    ``photo`` is an index into, or a name of, the photos of version ``after`` (photos added by an
-    update are named ``<prefix>/<name>``).
+    ``photo`` is an index into the photos of version ``after``, or the name of a photo of either
+    version (photos added by an update are named ``<prefix>/<name>``).
     """
     from birdnerf.update.versions import read_version
 
@@ -234,6 +234,8 @@ def update_comparison(
     after_p = read_version(run_dir, current.version if after is None else after)
     before_p = read_version(run_dir, after_p.version - 1 if before is None else before)
     scene = load_scene(after_p)
+    if isinstance(photo, str) and photo not in scene.names:
+        scene = load_scene(before_p)  # e.g. a photo of an update that a rollback undid
     index = _photo_index(scene.names, photo)
     old = _render(run_dir, before_p, scene, index)
     new = _render(run_dir, after_p, scene, index)
