@@ -11,9 +11,16 @@ from pathlib import Path
 
 from birdnerf.composite import flyover_path, render_run
 from birdnerf.eval import evaluate_run
+from birdnerf.field import FieldConfig, HashGridConfig
 from birdnerf.partition import PartitionConfig, partition_dataset
-from birdnerf.synthetic import SamplePreset, generate_sample_scene
-from birdnerf.train import TrainConfig, train_run
+from birdnerf.synthetic import (
+    SAMPLE_SEED,
+    SamplePreset,
+    generate_sample_scene,
+    resolve_preset,
+    sample_dataset,
+)
+from birdnerf.train import RenderConfig, TrainConfig, train_run
 
 
 @dataclass
@@ -33,6 +40,46 @@ class DemoConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Everything else about training (field, learning rates ...); ``steps``, ``seed`` and the
     batch sizes above replace its own."""
+
+    def train_config(self) -> TrainConfig:
+        """The training settings the demo runs: ``train`` with this config's steps, seed and batch."""
+        return dataclasses.replace(
+            self.train,
+            steps=self.steps,
+            seed=self.seed,
+            rays_per_batch=self.rays_per_batch,
+            samples_per_batch=32 * self.rays_per_batch,
+        )
+
+
+QUICK_STEPS = 150
+"""Training steps per block of ``birdnerf demo --quick``."""
+
+
+def quick_config(steps: int = QUICK_STEPS, seed: int = SAMPLE_SEED) -> DemoConfig:
+    """``birdnerf demo --quick``: the survey committed in ``sample_data/`` (no scene to render),
+    2 x 2 blocks, a small eager-torch field (no compile warm-up) and brief training."""
+    small_field = FieldConfig(
+        grid=HashGridConfig(n_levels=8, log2_hashmap_size=14, max_resolution=256),
+        hidden_dim=32,
+        appearance_dim=8,
+    )
+    train = dataclasses.replace(
+        TrainConfig(),
+        backend="torch",
+        field=small_field,
+        render=RenderConfig(occupancy_resolution=32),
+        log_every=10,
+    )
+    return DemoConfig(
+        scene="sample",
+        seed=seed,
+        steps=steps,
+        rays_per_batch=512,
+        video_frames=8,
+        partition=PartitionConfig(blocks=(2, 2)),
+        train=train,
+    )
 
 
 @dataclass
@@ -77,7 +124,11 @@ def run_demo(
 
     progress, done = stage("sample data")
     if not (data / "transforms.json").exists():
-        generate_sample_scene(data, config.scene, seed=config.seed, progress=progress)
+        preset = resolve_preset(config.scene)
+        if preset.name == "sample" and config.seed == SAMPLE_SEED:
+            sample_dataset(data)  # the committed copy: nothing to render
+        else:
+            generate_sample_scene(data, preset, seed=config.seed, progress=progress)
     done()
 
     _, done = stage("partition")
@@ -85,14 +136,7 @@ def run_demo(
     done()
 
     progress, done = stage("train")
-    train_config = dataclasses.replace(
-        config.train,
-        steps=config.steps,
-        seed=config.seed,
-        rays_per_batch=config.rays_per_batch,
-        samples_per_batch=32 * config.rays_per_batch,
-    )
-    trained = train_run(run_dir, train_config, jobs=config.jobs, on_progress=progress)
+    trained = train_run(run_dir, config.train_config(), jobs=config.jobs, on_progress=progress)
     done()
 
     progress, done = stage("eval")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from birdnerf.demo import DemoConfig, run_demo
+from birdnerf.demo import QUICK_STEPS, DemoConfig, quick_config, run_demo
 from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
-from birdnerf.synthetic import resolve_preset
+from birdnerf.synthetic import SAMPLE_SEED, resolve_preset
 from birdnerf_cli.evaluate import print_eval
 from birdnerf_cli.main import app, run
 from birdnerf_cli.train import block_progress, print_block_quality
@@ -22,18 +23,46 @@ def demo_cmd(
     out: Path = typer.Option(
         Path("birdnerf-demo"), "--out", "-o", help="Folder for the dataset, run and renders."
     ),
-    steps: int = typer.Option(DemoConfig.steps, "--steps", min=1, help="Training steps per block."),
+    steps: int | None = typer.Option(
+        None,
+        "--steps",
+        min=1,
+        help=f"Training steps per block (default {DemoConfig.steps}; {QUICK_STEPS} with --quick).",
+        show_default=False,
+    ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Blocks trained at once (processes)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sample scene and of training."),
-    scene: str = typer.Option(
-        DemoConfig.scene,
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        min=0,
+        help=f"Seed of the sample scene and of training (default 0; {SAMPLE_SEED} with --quick, the seed "
+        "of sample_data/).",
+        show_default=False,
+    ),
+    scene: str | None = typer.Option(
+        None,
         "--scene",
-        help="Sample scene: hills (terrain 31-43 m high, towers, lobed tree crowns, per-photo exposure) "
-        "or the flat small, medium and large sites (see `birdnerf sample-data --help`).",
+        help="Sample scene: hills (terrain 31-43 m high, towers, lobed tree crowns, per-photo exposure), "
+        "the flat small, medium and large sites, or sample (the survey in sample_data/; see "
+        "`birdnerf sample-data --help`; default hills, sample with --quick).",
+        show_default=False,
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help=f"About a minute on 2 cores: the survey committed in sample_data/ (nothing to render), 2x2 "
+        f"blocks, a small field and {QUICK_STEPS} steps per block.",
     ),
 ) -> None:
     """Sample scene -> partition -> train -> eval -> fly-over video, then print where everything is."""
-    config = DemoConfig(scene=run(resolve_preset, scene), steps=steps, jobs=jobs, seed=seed)
+    config = quick_config() if quick else DemoConfig()
+    config = replace(
+        config,
+        scene=run(resolve_preset, scene or config.scene),
+        steps=steps or config.steps,
+        seed=config.seed if seed is None else seed,
+        jobs=jobs,
+    )
     with progress_bars() as bars:
 
         def finish_stage() -> None:

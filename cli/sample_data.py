@@ -38,7 +38,8 @@ def sample_data(
     scene: str = typer.Option(
         "small",
         "--scene",
-        help=f"Sample scene ({_SCENES}); same altitude above the ground, image size and overlap for all.",
+        help=f"Sample scene ({_SCENES}); same altitude above the ground and overlaps for all, "
+        "and the image size above except for sample.",
     ),
     seed: int = typer.Option(
         0, "--seed", min=0, help="Seed of the site layout, textures, pose jitter and photo exposures."

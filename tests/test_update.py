@@ -25,20 +25,9 @@ from tests.conftest import mini_train_config
 BASE_STEPS = 30
 UPDATE_STEPS = 90
 """The new corner's blocks train longer than the brief base run, so its gain is clear (+1.65 dB)."""
-# Narrow photos (40 m x 30 m footprints) over a 150 m site cut 3 x 3: the changed corner's photos
-# reach only the blocks around it.
+# sample_data/: narrow photos (40 m x 30 m footprints) over a 150 m site cut 3 x 3: the changed
+# corner's photos reach only the blocks around it.
 TOUCHED = {"r01c01", "r01c02", "r02c01", "r02c02"}
-
-
-def _preset():
-    from birdnerf.synthetic import SamplePreset, SiteConfig, SurveyConfig
-
-    return SamplePreset(
-        "update",
-        SiteConfig(extent_m=150.0, change_corner_m=35.0),
-        SurveyConfig(width=64, height=48, focal_px=96.0),
-        points_per_photo=100,
-    )
 
 
 def _config():
@@ -56,12 +45,12 @@ def _config():
 
 @pytest.fixture(scope="module")
 def site_data(tmp_path_factory) -> dict[str, Path]:
-    """A survey and photos of its changed corner."""
-    from birdnerf.synthetic import generate_sample_scene
+    """The survey in sample_data/ and the photos of its changed corner."""
+    from birdnerf.synthetic import sample_dataset
 
     root = tmp_path_factory.mktemp("update")
-    generate_sample_scene(root / "base", _preset(), seed=5)
-    generate_sample_scene(root / "changed", _preset(), seed=5, variant="changed")
+    sample_dataset(root / "base")
+    sample_dataset(root / "changed", "changed")
     return {"base": root / "base", "changed": root / "changed"}
 
 

@@ -16,6 +16,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
 from birdnerf.runlock import locks_run, writes_inside
+from birdnerf.torch_globals import keep_torch_globals
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RenderSummary:
 
 
 @locks_run("render", when=writes_inside)
+@keep_torch_globals()
 def render_run(
     run_dir: str | Path,
     *,

@@ -20,6 +20,7 @@ from birdnerf.composite.blend import block_weights
 from birdnerf.composite.cache import BlockCache
 from birdnerf.partition.manifest import Partition
 from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.data import ground_points
 
 MIN_WEIGHT = 1e-6
@@ -90,6 +91,7 @@ def visible_blocks(partition: Partition, cam: Camera, c2w: np.ndarray, fraction:
 
 
 @torch.no_grad()
+@keep_torch_globals()
 def render_view(
     partition: Partition,
     cache: BlockCache,

@@ -39,6 +39,7 @@ from birdnerf.progress import ProgressFn
 from birdnerf.runlock import locks_run
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.data import ground_points
 
 
@@ -84,6 +85,7 @@ APPEARANCE_PROTOCOLS = ("mean", "fit-left")
 
 
 @locks_run("eval")
+@keep_torch_globals()
 def evaluate_run(
     run_dir: str | Path,
     *,

@@ -18,6 +18,16 @@ MAX_FOOTPRINTS = 400  # more outlines than this turn the map into a smudge
 
 def plot_partition(partition: Partition, scene: Scene, footprints: Footprints, path: str | Path) -> Path:
     """Save a PNG map of ``partition`` (bird view, x right, y up, scene units) atomically."""
+    fig = partition_figure(partition, scene, footprints)
+    path = Path(path)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def partition_figure(partition: Partition, scene: Scene, footprints: Footprints) -> Figure:
+    """The map of ``partition``: photo footprints and centres, block cores (filled, solid) and
+    expanded rectangles (dashed), bird view, x right, y up, scene units."""
     # A bare Figure, not pyplot: no backend is chosen or switched (a notebook keeps its own).
     fig = Figure(figsize=(9, 9), dpi=110)
     ax = fig.subplots()
@@ -59,7 +69,4 @@ def plot_partition(partition: Partition, scene: Scene, footprints: Footprints, p
     ax.set_title(f"{len(scene)} photos, {rows}x{cols} blocks (core solid, expanded dashed)")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return fig

@@ -6,10 +6,12 @@ views agree; ground-truth z-depth is saved beside each photo. See :func:`generat
 and :func:`load_site` / :func:`above_ground_mask` to score depth against the world model.
 """
 
+from birdnerf.synthetic.drone_photos import write_drone_photos
 from birdnerf.synthetic.generate import VARIANTS, check_output_dir, generate_sample_scene
 from birdnerf.synthetic.layout import build_site
 from birdnerf.synthetic.presets import PRESETS, SamplePreset, describe_preset, resolve_preset
 from birdnerf.synthetic.raycast import render_photo
+from birdnerf.synthetic.shipped import SAMPLE_DATA, SAMPLE_SEED, sample_dataset, shipped_sample
 from birdnerf.synthetic.site import Site, SiteConfig
 from birdnerf.synthetic.survey import SurveyConfig, ground_footprint, plan_survey
 from birdnerf.synthetic.terrain import Terrain
@@ -17,6 +19,8 @@ from birdnerf.synthetic.truth import above_ground_mask, load_site, world_points
 
 __all__ = [
     "PRESETS",
+    "SAMPLE_DATA",
+    "SAMPLE_SEED",
     "VARIANTS",
     "SamplePreset",
     "Site",
@@ -33,5 +37,8 @@ __all__ = [
     "plan_survey",
     "render_photo",
     "resolve_preset",
+    "sample_dataset",
+    "shipped_sample",
     "world_points",
+    "write_drone_photos",
 ]

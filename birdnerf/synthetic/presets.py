@@ -39,11 +39,22 @@ HILLS_EXPOSURE_JITTER = 0.07
 HILLS_WHITE_BALANCE_JITTER = 0.02
 """Standard deviation of each photo's per-channel gain."""
 
-# Same camera, altitude and overlaps for all; only the site's extent differs. Photos are 22.5 m
+# The survey committed in sample_data/ (a few MB): narrow photos (64 x 48 px, 40 m x 30 m
+# footprints, 0.62 m per pixel) over a 150 m site, so that a 3 x 3 grid of blocks has ~40 photos
+# each and the changed corner (35 m) reaches only the blocks around it.
+SAMPLE = SamplePreset(
+    "sample",
+    SiteConfig(extent_m=150.0, change_corner_m=35.0),
+    SurveyConfig(width=64, height=48, focal_px=96.0),
+    points_per_photo=100,
+)
+
+# The others share the camera, altitude and overlaps; only the site's extent differs. Photos are 22.5 m
 # apart along and between lines: small is 9 x 9 photos (about 2 x 2 blocks of ~20 training
 # photos), medium 15 x 15 (about 3 x 3 blocks), large 39 x 39 (about 8 x 8 blocks, 22x the area).
 # hills has small's extent and flight, 60 m above its mean ground.
 PRESETS = {
+    "sample": SAMPLE,
     "small": SamplePreset("small", SiteConfig(extent_m=180.0)),
     "medium": SamplePreset("medium", SiteConfig(extent_m=315.0)),
     "large": SamplePreset("large", SiteConfig(extent_m=855.0)),

@@ -19,6 +19,7 @@ from birdnerf.partition.manifest import Block
 from birdnerf.progress import ProgressFn
 from birdnerf.render.volume import distortion_loss
 from birdnerf.scene.scene import Scene
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.data import BlockRays, block_rays
 from birdnerf.train.model import BlockModel, RenderConfig
@@ -112,6 +113,7 @@ def build_model(block: Block, config: TrainConfig, num_images: int) -> BlockMode
     return BlockModel(block.box, config.field, num_images, config.render, backend=config.backend)
 
 
+@keep_torch_globals()
 def train_block(
     run_dir: str | Path,
     scene: Scene,

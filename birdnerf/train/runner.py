@@ -24,6 +24,7 @@ from birdnerf.field.backends import resolve_backend
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import MANIFEST
 from birdnerf.runlock import locks_run
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig, train_block
 
@@ -115,6 +116,7 @@ class _Inline:
 
 
 @locks_run("train")
+@keep_torch_globals()
 def train_run(
     run_dir: str | Path,
     config: TrainConfig,

@@ -17,6 +17,7 @@ from birdnerf.partition.partition import apply_frame, dataset_label, load_scene
 from birdnerf.runlock import locks_run
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
+from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig
 from birdnerf.train.runner import train_run
@@ -162,6 +163,7 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
 
 
 @locks_run("update")
+@keep_torch_globals()
 def update_run(
     run_dir: str | Path,
     data: str | Path,
