@@ -314,10 +314,12 @@ def _moved_copy(data: Path, out: Path, shift_x: float = 0.0, geo: dict | None = 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     paths = [out / p.relative_to(scene.root) for p in scene.image_paths]
-    moved = dataclasses.replace(
-        scene.transformed(shift), root=out, image_paths=paths, depth_paths=None, geo=geo
-    )
+    moved = dataclasses.replace(scene.transformed(shift), root=out, image_paths=paths, depth_paths=None)
     write_transforms(moved, out / "transforms.json")
+    if geo:  # the dataset's own georeference: its frame is a local ENU frame around ``geo``
+        meta = json.loads((out / "transforms.json").read_text())
+        meta["birdnerf"] = {"world_frame": True, "geo": geo}
+        (out / "transforms.json").write_text(json.dumps(meta))
     return out
 
 
