@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from birdnerf.device import DEVICE_HELP
 from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
@@ -77,6 +78,7 @@ def train_cmd(
         "--backend",
         help="Hash-grid backend: auto, torch (reference), compiled (fast CPU), tcnn (CUDA).",
     ),
+    device: str = typer.Option(TrainConfig.device, "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from each block's last checkpoint."
     ),
@@ -114,6 +116,7 @@ def train_cmd(
         steps=steps,
         rays_per_batch=rays,
         backend=backend,
+        device=device,
         seed=seed,
         lr=lr,
         mlp_lr=mlp_lr,
