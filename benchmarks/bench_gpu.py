@@ -81,9 +81,8 @@ def main() -> None:
     parser.add_argument("--render-rays", type=int, default=1 << 18)
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
-    print(
-        f"torch {torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name(0) if cuda else 'unavailable'}"
-    )
+    gpu = torch.cuda.get_device_name(0) if cuda else "unavailable"
+    print(f"torch {torch.__version__}, CUDA device: {gpu}")
     print(f"CPU threads: {torch.get_num_threads()}", flush=True)
     data = args.out / "data"
     if not (data / "transforms.json").exists():
@@ -102,8 +101,9 @@ def main() -> None:
         results[device] = train_rate(run, scene, block, device, steps, log_every=max(5, steps // 6))
         r = results[device]
         print(
-            f"train {device:>4} ({r['backend']}): {r['samples_per_s']:,.0f} samples/s, {r['rays_per_s']:,.0f} rays/s "
-            f"({steps} steps, {r['wall_s']:.0f} s with indexing and scoring; held-out PSNR {r['psnr']:.2f} dB)",
+            f"train {device:>4} ({r['backend']}): {r['samples_per_s']:,.0f} samples/s, "
+            f"{r['rays_per_s']:,.0f} rays/s ({steps} steps, {r['wall_s']:.0f} s with indexing and "
+            f"scoring; held-out PSNR {r['psnr']:.2f} dB)",
             flush=True,
         )
     trained = block_dir(args.out / ("run_cuda" if cuda else "run_cpu"), block.id)
