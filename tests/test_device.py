@@ -93,10 +93,9 @@ def test_tcnn_reference_places_vertices_as_tcnn_does():
     for i, lv in enumerate(levels):
         torch.testing.assert_close(out[:, 2 * i], x[:, 0] * lv.scale + 0.5)
         torch.testing.assert_close(out[:, 2 * i + 1], x[:, 2] * lv.scale + 0.5)
-    hashed = tcnn_levels(
-        HashGridConfig(n_levels=4, base_resolution=16, max_resolution=256, log2_hashmap_size=10)
-    )
-    assert not hashed[0].hashed and hashed[-1].hashed and hashed[-1].size == 1024
+    finer = HashGridConfig(n_levels=4, base_resolution=16, max_resolution=256, log2_hashmap_size=13)
+    hashed = tcnn_levels(finer)
+    assert not hashed[0].hashed and hashed[-1].hashed and hashed[-1].size == 8192
 
 
 @pytest.mark.skipif(not tcnn_available(), reason="needs tinycudann and a CUDA device")
