@@ -1,8 +1,8 @@
 """Peak memory of training one block against photo size: rays streamed from disk vs held in RAM.
 
-Run ``python benchmarks/bench_stream_rss.py`` (defaults: 100 photos at 0.3, 1.2, 3 and 12 MP,
-5 training steps; about 15 minutes on 2 cores, most of it writing and indexing the 12 MP photos;
-``--sizes 0.3,1.2 --photos 30`` checks the script in a minute).
+Run ``PYTHONPATH=. python benchmarks/bench_stream_rss.py`` from the repository root (defaults:
+100 photos at 0.3, 1.2, 3 and 12 MP, 5 training steps; most of the time goes to writing and
+indexing the 12 MP photos; ``--sizes 0.3,1.2 --photos 30`` checks the script in a minute).
 
 The sample generator renders a 100-photo survey of the procedural site at 160x120 px; each
 larger size is a stand-in written from it: every photo upsampled (bilinear, JPEG q90) with its
@@ -117,6 +117,7 @@ def upsampled_survey(base: Path, out: Path, megapixels: float) -> tuple[Path, in
             d["w"], d["h"] = width, height
 
     rescale(meta)
+    renamed = {}
     t0 = time.perf_counter()
     for frame in meta["frames"]:
         rescale(frame)
@@ -124,7 +125,10 @@ def upsampled_survey(base: Path, out: Path, megapixels: float) -> tuple[Path, in
         name = Path(frame["file_path"]).with_suffix(".jpg").name
         with Image.open(base / frame["file_path"]) as im:
             im.convert("RGB").resize((width, height), Image.BILINEAR).save(data / "images" / name, quality=90)
-        frame["file_path"] = f"images/{name}"
+        renamed[frame["file_path"]] = frame["file_path"] = f"images/{name}"
+    for key in ("train_filenames", "val_filenames", "test_filenames"):
+        if key in meta:
+            meta[key] = [renamed.get(n, n) for n in meta[key]]
     for extra in base.iterdir():
         if extra.suffix == ".npz":
             shutil.copy(extra, data / extra.name)
