@@ -173,7 +173,7 @@ def main() -> None:
         else:
             old_text, ratio = f">{old_gb * 1000:.0f}", "(skipped)"
         row = (
-            f"{width}x{height:>6} {width * height / 1e6:5.1f} {new['pixels']:12,d} "
+            f"{f'{width}x{height}':>14} {width * height / 1e6:5.1f} {new['pixels']:12,d} "
             f"{new['peak_rss_mb']:12.0f} {old_text:>10} {ratio:>13}"
         )
         rows.append(row)
