@@ -33,11 +33,16 @@ from pathlib import Path
 from PIL import Image
 
 BASE_WIDTH, BASE_HEIGHT = 160, 120
+THREADS = None
+"""Torch threads of the measured processes (``--threads``; None: torch's default)."""
 
 CHILD = r"""
 import json, resource, sys, time
 import birdnerf.train.loop  # noqa: F401 (imported by both modes: the baseline counts it)
 args = json.loads(sys.argv[1])
+if args.get("threads"):
+    import torch
+    torch.set_num_threads(args["threads"])
 t0 = time.perf_counter()
 out = {}
 if args["mode"] != "bare":
@@ -70,7 +75,7 @@ print(json.dumps(out))
 
 def child(mode: str, **kwargs) -> dict:
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps({"mode": mode, **kwargs})],
+        [sys.executable, "-c", CHILD, json.dumps({"mode": mode, "threads": THREADS, **kwargs})],
         capture_output=True,
         text=True,
         check=False,
@@ -149,7 +154,12 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=int, default=256)
     parser.add_argument("--old-max-gb", type=float, default=6.0)
     parser.add_argument("--keep", action="store_true", help="Keep the written surveys.")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Torch threads (1 on a machine shared with other work)."
+    )
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     from birdnerf.partition import PartitionConfig, partition_dataset
 
     args.out.mkdir(parents=True, exist_ok=True)

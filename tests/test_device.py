@@ -140,3 +140,26 @@ def test_block_training_and_composited_render_on_cuda_match_cpu(cpu_trained, tmp
     assert torch.isfinite(views["cuda"].rgb).all()
     assert (views["cuda"].rgb - views["cpu"].rgb).abs().mean() < 1e-3
     assert (views["cuda"].rgb - views["cpu"].rgb).abs().max() < 5e-2
+
+
+def test_device_option_states_its_default_and_refuses_unknown_devices(cpu_trained):
+    from typer.testing import CliRunner
+
+    import birdnerf_cli.main
+
+    runner = CliRunner()
+    for command in ("train", "render", "eval"):
+        help_text = " ".join(
+            runner.invoke(birdnerf_cli.main.app, [command, "--help"]).output.replace("│", " ").split()
+        )
+        assert (
+            "--device" in help_text
+            and "cuda if available, else cpu" in help_text
+            and "Default: auto" in help_text
+        )
+    run = str(cpu_trained[0])
+    result = runner.invoke(birdnerf_cli.main.app, ["render", run, "--device", "tpu"])
+    assert result.exit_code == 1 and "device 'tpu'; choose auto, cpu, cuda" in result.output
+    if not torch.cuda.is_available():
+        result = runner.invoke(birdnerf_cli.main.app, ["eval", run, "--device", "cuda"])
+        assert result.exit_code == 1 and "no CUDA device" in result.output
