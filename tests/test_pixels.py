@@ -1,6 +1,8 @@
 """Training pixels streamed from disk agree value by value with the in-memory reference rays."""
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from birdnerf.train.data import block_rays, photo_rays
 from birdnerf.train.pixels import (
     COLORS_FILE,
     INDEX_FILE,
+    READ_BYTES,
+    BlockPixels,
+    PixelIndex,
     block_pixels,
     camera_table,
     held_out_pixels,
@@ -31,11 +36,11 @@ def test_streamed_pixels_equal_the_reference_rays(split_block, tmp_path):
     scene, block = split_block
     ref = block_rays(scene, block, block.images)
     # A tiny chunk and budget: indexing works a few rows at a time and the map is reopened often.
-    pixels = block_pixels(scene, block, tmp_path, budget_bytes=64 * 4096, chunk_pixels=300)
+    pixels = block_pixels(scene, block, tmp_path, budget_bytes=4 * READ_BYTES * 100, chunk_pixels=300)
     assert len(pixels) == len(ref) > 1000
     assert pixels.names == ref.names
     k = torch.randint(len(ref), (5000,), generator=torch.Generator().manual_seed(1))
-    for part in k.split(100):  # 100 pixels a read: the map is reopened every 64 pages
+    for part in k.split(100):  # the map is reopened every 4 batches
         batch = pixels.batch(part)
         assert torch.equal(batch.image_ids, ref.image_ids[part])
         assert torch.equal(batch.rgb, ref.rgb[part])
@@ -88,3 +93,30 @@ def test_mask_runs():
     mask = np.array([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)
     rows, first, length = mask_runs(mask)
     assert rows.tolist() == [0, 0, 1] and first.tolist() == [1, 4, 0] and length.tolist() == [2, 1, 5]
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident set from /proc")
+def test_the_colour_map_stays_within_its_budget(split_block, tmp_path):
+    scene, block = split_block
+    n = 24 << 20  # 72 MB of colours
+    colors = tmp_path / COLORS_FILE
+    with open(colors, "wb") as f:
+        f.truncate(3 * n)
+    index = PixelIndex(block.images[:1], [0], np.zeros((1, 3), dtype=np.int32), np.array([0, n]))
+    rng = np.random.default_rng(0)
+
+    def growth(budget: int) -> float:
+        pixels = BlockPixels(scene, index, colors, budget_bytes=budget)
+        before = resident_mb()
+        for _ in range(6):
+            pixels._colors(rng.integers(0, n, 4096))
+        return resident_mb() - before
+
+    unbounded, bounded = growth(1 << 40), growth(16 << 20)
+    assert unbounded > 40, unbounded  # without reopening, random reads map most of the file
+    assert bounded < 16 + 8, bounded
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
