@@ -48,6 +48,7 @@ def test_a_block_records_its_backend_and_layout_and_old_records_still_load(cpu_t
     folder = block_dir(run, partition.blocks[0].id)
     record = json.loads((folder / "config.json").read_text())
     assert record["backend"] == "torch" and record["layout"] == "reference" and record["device"] == "cpu"
+    assert not (folder / "pixels.rgb").exists()  # a finished block drops its colour cache
     reference = load_trained_model(folder).state_dict()
     for key in ("backend", "layout", "device"):  # a run made before the record existed
         del record[key]

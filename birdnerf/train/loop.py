@@ -271,6 +271,7 @@ def train_block(
         "quality": block_quality(model, scene, block, rays),
     }
     atomic.write_json(out / "done.json", result)
+    rays.remove()  # the colour cache is as large as the block's photos; a finished block needs none
     return result
 
 

@@ -240,6 +240,13 @@ class BlockPixels:
     def close(self) -> None:
         self._map = None
 
+    def remove(self) -> None:
+        """Close, and delete the cached index and colour file (the block folder's)."""
+        self.close()
+        if self.colors_path is not None:
+            self.colors_path.unlink(missing_ok=True)
+            self.colors_path.with_name(INDEX_FILE).unlink(missing_ok=True)
+
 
 def _fingerprint(scene: Scene, block: Block, names: list[str]) -> str:
     """Everything the cached pixels depend on: photos (size, time), cameras, poses, rectangle."""
