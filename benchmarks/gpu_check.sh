@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.." || exit 1
 LOG="${OUT:-.}/gpu_check.log"
 mkdir -p "$(dirname "$LOG")"
 exec > >(tee "$LOG") 2>&1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONDONTWRITEBYTECODE=1
 WORK="$(mktemp -d /tmp/birdnerf_gpu_check.XXXXXX)"
+# The command line installs as `birdnerf_cli` (see pyproject.toml): a link stands in for it.
+mkdir -p "$WORK/path" && ln -s "$PWD/cli" "$WORK/path/birdnerf_cli"
+export PYTHONPATH="$PWD:$WORK/path${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
 failed=()
 
 step() {
@@ -47,7 +49,7 @@ for name in ("numpy", "PIL", "typer", "rich", "matplotlib", "pytest", "tinycudan
     except Exception as err:
         print(name, "MISSING:", type(err).__name__, err)
 PY
-step import python3 -c "import birdnerf.train, birdnerf.composite, birdnerf.eval, birdnerf.field.tcnn_layout; print('birdnerf imports')"
+step import python3 -c "import birdnerf.train, birdnerf.composite, birdnerf.eval, birdnerf.field.tcnn_layout, birdnerf_cli.main; print('birdnerf imports')"
 step cuda-tests timeout 240 python3 -m pytest -q -rs -p no:cacheprovider --basetemp "$WORK/pytest" \
     tests/test_device.py tests/test_pixels.py
 step benchmark timeout 300 python3 benchmarks/bench_gpu.py --out "$WORK/bench"
