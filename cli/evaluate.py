@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from birdnerf.device import DEVICE_HELP
 from birdnerf.eval import evaluate_run
 from birdnerf.eval.appearance import AppearanceFit
 from birdnerf.eval.metrics import MIN_MARGIN_DB
@@ -123,6 +124,7 @@ def eval_cmd(
     fit_rays: int = typer.Option(
         AppearanceFit.rays, "--fit-rays", min=1, help="fit-left: random left-half pixels, used at every step."
     ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """PSNR/SSIM on held-out photos: per photo, per block, boundary band vs interiors -> RUN/eval.json."""
     if appearance not in APPEARANCE_PROTOCOLS:
@@ -130,6 +132,14 @@ def eval_cmd(
         raise typer.Exit(1)
     with bar("eval", None) as progress:
         fit = AppearanceFit(steps=fit_steps, rays=fit_rays)
-        result = run(evaluate_run, run_dir, band_m=band, progress=progress, appearance=appearance, fit=fit)
+        result = run(
+            evaluate_run,
+            run_dir,
+            band_m=band,
+            progress=progress,
+            appearance=appearance,
+            fit=fit,
+            device=device,
+        )
     print_eval(result)
     console.print(f"metrics: {Path(run_dir) / 'eval.json'}\nrenders: {Path(run_dir) / 'renders' / 'test'}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from birdnerf.composite import flyover_path, orbit_path, read_camera_path, render_run, write_camera_path
+from birdnerf.device import DEVICE_HELP
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import bar, console
 from birdnerf_cli.main import app, run
@@ -26,6 +27,7 @@ def render_cmd(
     no_depth_guided: bool = typer.Option(
         False, "--no-depth-guided", help="Skip the second, depth-guided pass that re-assigns tall structures."
     ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Render views as RGB, depth (PNG + metres in .npy) and block-id PNGs."""
     if split not in ("test", "train", "all"):
@@ -42,6 +44,7 @@ def render_cmd(
             video="gif" if video else None,
             depth_guided=not no_depth_guided,
             progress=progress,
+            device=device,
         )
     console.print(
         f"{len(summary.views)} views in {summary.seconds:.1f} s ({summary.rays_per_second:,.0f} rays/s), "

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from birdnerf.device import DEVICE_HELP
 from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
@@ -78,6 +79,7 @@ def train_cmd(
         help="Hash-grid backend: auto (fused on CPU, tcnn on CUDA), torch (reference), compiled "
         "(torch.compile), fused (C++ kernel, the fast CPU path; built on first use, ~1 min), tcnn (CUDA).",
     ),
+    device: str = typer.Option(TrainConfig.device, "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from each block's last checkpoint."
     ),
@@ -115,6 +117,7 @@ def train_cmd(
         steps=steps,
         rays_per_batch=rays,
         backend=backend,
+        device=device,
         seed=seed,
         lr=lr,
         mlp_lr=mlp_lr,

@@ -16,6 +16,7 @@ from birdnerf.train import RenderConfig, TrainConfig, train_block, train_run
 from birdnerf.train.checkpoint import block_dir, load_tensors
 from birdnerf.train.data import block_rays
 from birdnerf.train.loop import build_model
+from birdnerf.train.pixels import held_out_pixels
 from birdnerf.train.prior import surface_prior
 from birdnerf.train.quality import block_quality
 from tests.conftest import MINI_STEPS, mini_train_config
@@ -45,7 +46,7 @@ def test_training_raises_held_out_psnr_well_above_the_start(mini_runs):
     assert quality["margin_db"] == pytest.approx(quality["psnr"] - quality["baseline_psnr"])
     assert quality["margin_db"] > 3.0
     # A block without test photos is scored on its training pixels, and says so.
-    few = block_rays(scene, block, block.images[:2])
+    few = held_out_pixels(scene, block, block.images[:2])
     fallback = block_quality(untrained, scene, dataclasses.replace(block, test_images=[]), few, max_rays=512)
     assert fallback["scored"] == "training" and fallback["pixels"] == 512
     assert fallback["margin_db"] < MIN_MARGIN_DB  # an untrained model learned nothing

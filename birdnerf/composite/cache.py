@@ -10,7 +10,7 @@ import torch
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import Block
 from birdnerf.train import checkpoint as ckpt
-from birdnerf.train.model import BlockModel
+from birdnerf.train.model import BlockModel, load_trained_model
 
 
 def load_block_model(
@@ -20,10 +20,7 @@ def load_block_model(
     folder = ckpt.block_dir(run_dir, block_id, revision)
     if not (folder / "done.json").exists():
         raise BirdnerfError(f"block {block_id} is not trained yet (run `birdnerf train`)", folder)
-    config = ckpt.read_json(folder / "config.json")
-    model = BlockModel.from_config_dict(config["model"])
-    model.load_state_dict(ckpt.load_tensors(folder / "model.pt")["model"])
-    return model.to(device).eval()
+    return load_trained_model(folder, device)
 
 
 class BlockCache:

@@ -12,6 +12,7 @@ from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.outputs import colorize_depth, save_animation, save_view
 from birdnerf.composite.path import CameraPath
 from birdnerf.composite.view import render_view
+from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
@@ -48,11 +49,13 @@ def render_run(
     cache_size: int = 8,
     depth_guided: bool = True,
     progress: ProgressFn | None = None,
+    device: str = "auto",
 ) -> RenderSummary:
     """Render the photos of ``split`` ("test", "train", "all") or the frames of ``camera_path``.
 
     Views go to ``out_dir`` (default ``RUN/renders/<split or "path">``) as PNGs; with ``video``
     ("gif" or "mp4") the frames are also assembled into an animation of RGB and depth.
+    ``device``: where the block models run (``auto``: CUDA when available); images stay on the CPU.
     """
     run_dir = Path(run_dir)
     partition = read_partition(run_dir)
@@ -68,7 +71,7 @@ def render_run(
         jobs = [(camera_path.camera, c2w, f"frame_{k:04d}") for k, c2w in enumerate(camera_path.c2w)]
         label = "path"
     out = Path(out_dir) if out_dir else run_dir / "renders" / label
-    cache = BlockCache(run_dir, capacity=cache_size)
+    cache = BlockCache(run_dir, capacity=cache_size, device=resolve_device(device))
     summary = RenderSummary(out_dir=out)
     frames, depth_frames = [], []
     start = time.perf_counter()

@@ -114,7 +114,7 @@ def fit_appearance(
             pred = torch.zeros_like(truth)
             for share in shares:
                 rgb = share.model.render_frozen(share.rays, codes.get(share.block_id))
-                pred = pred.index_add(0, share.rows, share.weight * rgb)
+                pred = pred.index_add(0, share.rows, share.weight * rgb.to(pred.device))
             loss = torch.mean((pred - truth) ** 2)
             for code, grad in zip(fitted, torch.autograd.grad(loss, fitted), strict=True):
                 code.grad = grad

@@ -24,6 +24,7 @@ from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.outputs import save_view
 from birdnerf.composite.stage import view_stem
 from birdnerf.composite.view import render_view
+from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
 from birdnerf.eval.appearance import AppearanceFit, fit_appearance, left_width
 from birdnerf.eval.metrics import (
@@ -94,12 +95,14 @@ def evaluate_run(
     progress: ProgressFn | None = None,
     appearance: str = "mean",
     fit: AppearanceFit | None = None,
+    device: str = "auto",
 ) -> dict:
     """Score every test photo of the run; writes ``RUN/eval.json`` and returns its content.
 
     ``band_m`` is the half-width of the boundary band (default: the blend band, half the overlap).
     ``appearance`` is the protocol (:data:`APPEARANCE_PROTOCOLS`); ``fit`` sets the ``fit-left``
-    optimisation (default :class:`AppearanceFit`); its saved renders use the fitted codes. The
+    optimisation (default :class:`AppearanceFit`); its saved renders use the fitted codes
+    (``device``: where the block models run, ``auto`` = CUDA when available). The
     result records both, and ``scored_region`` (``whole-image`` or ``right-half``) says which
     pixels every score (per photo, per block, band, interior) covers.
 
@@ -125,7 +128,7 @@ def evaluate_run(
     if band_m is None:
         b = partition.blocks[0]
         band_m = 0.5 * min(b.core[0] - b.expanded[0], b.core[1] - b.expanded[1]) or 1.0
-    cache = BlockCache(run_dir, capacity=max(4, len(partition.blocks)))
+    cache = BlockCache(run_dir, capacity=max(4, len(partition.blocks)), device=resolve_device(device))
     per_photo, boundary, interior = [], _Pool(), _Pool()
     per_block = {b.id: _Pool() for b in partition.blocks}
     start = time.perf_counter()

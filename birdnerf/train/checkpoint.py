@@ -4,6 +4,8 @@
 - ``checkpoint.pt`` model + optimiser + random state at a step (tensors and plain values only)
 - ``model.pt``      the final model's tensors, what the renderer loads
 - ``metrics.jsonl`` one JSON object per logged step
+- ``pixels.npz``, ``pixels.rgb``  the training pixels' index and colours while the block trains
+  (see :mod:`birdnerf.train.pixels`; deleted once it is done)
 - ``done.json``     written last: the block is finished (final figures; ``quality``: held-out
   PSNR against the mean-colour baseline, see :mod:`birdnerf.train.quality`)
 """

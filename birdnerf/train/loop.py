@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from birdnerf import atomic
+from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
 from birdnerf.eval.metrics import psnr_from_mse
 from birdnerf.field import FieldConfig
@@ -21,9 +22,9 @@ from birdnerf.render.volume import distortion_loss
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
-from birdnerf.train.data import BlockRays, block_rays
-from birdnerf.train.model import BlockModel, RenderConfig
+from birdnerf.train.model import REFERENCE_LAYOUT, BlockModel, RenderConfig
 from birdnerf.train.optim import LazyAdam
+from birdnerf.train.pixels import BlockPixels, block_pixels
 from birdnerf.train.quality import block_quality
 
 
@@ -66,6 +67,12 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     backend: str = "auto"
+    device: str = "auto"
+    """Torch device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    pixel_budget_mb: int = 256
+    """Most MB of the block's colour file mapped in memory at once (see birdnerf.train.pixels);
+    with the index, this bounds the training data's share of the peak memory whatever the
+    photos' size."""
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
 
@@ -109,8 +116,12 @@ def rays_to_draw(most: int, sample_budget: int, samples_per_ray: float | None, s
     return max(64, min(most, math.ceil(spare * sample_budget / samples_per_ray)))
 
 
-def build_model(block: Block, config: TrainConfig, num_images: int) -> BlockModel:
-    return BlockModel(block.box, config.field, num_images, config.render, backend=config.backend)
+def build_model(
+    block: Block, config: TrainConfig, num_images: int, device: torch.device | str = "cpu"
+) -> BlockModel:
+    return BlockModel(
+        block.box, config.field, num_images, config.render, backend=config.backend, device=device
+    )
 
 
 @keep_torch_globals()
@@ -137,14 +148,15 @@ def train_block(
     """
     out = ckpt.block_dir(run_dir, block.id, block.revision)
     out.mkdir(parents=True, exist_ok=True)
-    rays = block_rays(scene, block, block.images)
+    device = resolve_device(config.device)
+    rays = block_pixels(scene, block, out, budget_bytes=config.pixel_budget_mb << 20)
     if len(rays) == 0:
         raise ValueError(f"block {block.id} has no training pixels")
     # Adam's second moments of rarely hit hash-table rows decay into subnormal floats, which
     # are ~10x slower on CPUs; flushing them to zero changes nothing measurable in the result.
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
-    model = build_model(block, config, num_images=len(block.images))
+    model = build_model(block, config, num_images=len(block.images), device=device)
     if config.surface_prior:
         model.set_surface_prior(scene.points)
     optimizer = make_optimizer(model, config)
@@ -158,7 +170,10 @@ def train_block(
         return min(by_steps, decay_factor(clock.progress, config.lr_decay))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    # Pixels are drawn on the CPU (the index lives there); marching and occupancy updates draw on
+    # the model's device. On the CPU both are one generator, as they always were.
     generator = torch.Generator().manual_seed(config.seed)
+    on_device = generator if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
     start = 0
     samples_per_ray: float | None = None  # measured by the last step; sizes the next draw
     state_path = out / "checkpoint.pt"
@@ -169,6 +184,8 @@ def train_block(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
+        if on_device is not generator and "device_generator" in state:
+            on_device.set_state(state["device_generator"])
         start = int(state["step"])
         samples_per_ray = state.get("samples_per_ray")
         clock.resume(float(state.get("seconds", 0.0)), int(state.get("rays", 0)))
@@ -191,20 +208,21 @@ def train_block(
         if clock.out_of_time:  # the step before ended on time, or a resumed run had none left
             break
         if step >= hold:
-            model.update_occupancy(step - hold, config.occupancy_every, config.occupancy_warmup, generator)
+            model.update_occupancy(step - hold, config.occupancy_every, config.occupancy_warmup, on_device)
         n_draw = rays_to_draw(config.rays_per_batch, config.samples_per_batch, samples_per_ray)
         batch = torch.randint(len(rays), (n_draw,), generator=generator)
+        pixels = rays.batch(batch).to(device)
         out_rays, samples = model.render(
-            rays.origins[batch],
-            rays.dirs[batch],
-            rays.image_ids[batch],
+            pixels.origins,
+            pixels.dirs,
+            pixels.image_ids,
             stratified=True,
-            generator=generator,
+            generator=on_device,
             max_total_samples=config.samples_per_batch,
         )
         kept = samples.ray_kept
         n_kept = int(kept.sum())
-        mse = torch.mean((out_rays.rgb[kept] - rays.rgb[batch][kept]) ** 2)
+        mse = torch.mean((out_rays.rgb[kept] - pixels.rgb[kept]) ** 2)
         loss = mse
         n_samples = int(samples.ray_indices.numel())
         if n_kept > 0 and n_samples > 0:
@@ -252,11 +270,13 @@ def train_block(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
+                    **({} if on_device is generator else {"device_generator": on_device.get_state()}),
                     "seconds": clock.seconds,
                     "rays": clock.rays,
                     "samples_per_ray": samples_per_ray,
                 },
             )
+    rays.close()
     if done < config.steps and not clock.out_of_time:
         return {"step": done, "finished": False}
     ckpt.save_tensors(out / "model.pt", {"model": model.state_dict()})
@@ -272,6 +292,7 @@ def train_block(
         "quality": block_quality(model, scene, block, rays),
     }
     atomic.write_json(out / "done.json", result)
+    rays.remove()  # the colour cache is as large as the block's photos; a finished block needs none
     return result
 
 
@@ -316,6 +337,7 @@ def init_from_model(model: BlockModel, folder: Path, images: list[str]) -> None:
     old = ckpt.read_json(folder / "config.json")
     if _architecture(old["model"]) != _architecture(model.config_dict()):
         raise BirdnerfError("cannot fine-tune: the model there has another box or architecture", folder)
+    _check_layout(folder / "config.json", old, model)
     weights = ckpt.load_tensors(folder / "model.pt")["model"]
     state = model.state_dict()
     for key, value in weights.items():
@@ -343,7 +365,9 @@ def _check_same_model(config_path: Path, model: BlockModel) -> None:
     """Refuse to resume a checkpoint made for another architecture or box."""
     if not config_path.exists():
         return
-    saved = ckpt.read_json(config_path).get("model")
+    record = ckpt.read_json(config_path)
+    _check_layout(config_path, record, model)
+    saved = record.get("model")
     if saved != json.loads(json.dumps(model.config_dict())):
         raise BirdnerfError(
             "the checkpoint was made with another model configuration; use --force to start over",
@@ -351,9 +375,26 @@ def _check_same_model(config_path: Path, model: BlockModel) -> None:
         )
 
 
-def _config_record(model: BlockModel, config: TrainConfig, block: Block, rays: BlockRays) -> dict:
+def _check_layout(config_path: Path, record: dict, model: BlockModel) -> None:
+    """Refuse weights saved in another hash-table layout than ``model``'s (records without one
+    are in the reference layout), naming both backends."""
+    layout = record.get("layout", REFERENCE_LAYOUT)
+    if layout != model.layout:
+        saved = record.get("backend", "torch/compiled")
+        raise BirdnerfError(
+            f"the weights there were saved by the {saved} backend ({layout} layout) and this model "
+            f"runs the {model.backend} backend ({model.layout} layout); pass --backend to match, "
+            "or --force to start over",
+            config_path,
+        )
+
+
+def _config_record(model: BlockModel, config: TrainConfig, block: Block, rays: BlockPixels) -> dict:
     return {
         "block": block.id,
+        "backend": model.backend,
+        "layout": model.layout,
+        "device": str(model.device),
         "model": model.config_dict(),
         "train": config.to_dict(),
         "images": block.images,

@@ -9,15 +9,60 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from birdnerf.field import BlockField, FieldConfig
+from birdnerf.errors import BirdnerfError
+from birdnerf.field import BlockField, FieldConfig, resolve_backend, tcnn_available
 from birdnerf.render import OccupancyGrid, march_rays, ray_aabb, render_rays, volume_render
 from birdnerf.render.sampling import PackedSamples
 from birdnerf.render.volume import RenderOutput, accumulate_along_rays, render_weights
 from birdnerf.train.prior import surface_prior
+
+REFERENCE_LAYOUT = "reference"
+"""The hash-table layout of :mod:`birdnerf.field.hashgrid`, shared by every backend but tcnn."""
+
+
+def layout_of(backend: str) -> str:
+    """The parameter layout of a resolved field backend: ``tcnn`` for tcnn, else the reference."""
+    return "tcnn" if backend == "tcnn" else REFERENCE_LAYOUT
+
+
+def backend_for_layout(layout: str, device: torch.device, backend: str = "auto") -> str:
+    """A backend on ``device`` that reads weights saved in ``layout`` (``backend`` if it does).
+
+    Raises BirdnerfError naming both backends when this machine cannot run the saved layout
+    (a tcnn-trained block without tinycudann and CUDA, or tcnn asked for reference weights).
+    """
+    if layout not in (REFERENCE_LAYOUT, "tcnn"):
+        raise BirdnerfError(f"unknown hash-grid layout {layout!r} (known: reference, tcnn)")
+    if backend != "auto":
+        try:
+            chosen = resolve_backend(backend, device)
+        except (RuntimeError, ValueError) as err:
+            raise BirdnerfError(str(err)) from None
+        if layout_of(chosen) != layout:
+            raise BirdnerfError(
+                f"weights in the {layout} layout ({_backends(layout)}) cannot be read by the "
+                f"{chosen} backend ({layout_of(chosen)} layout)"
+            )
+        return chosen
+    if layout == "tcnn":
+        if device.type != "cuda" or not tcnn_available():
+            raise BirdnerfError(
+                "the block was trained with the tcnn backend (tiny-cuda-nn's grid layout), which "
+                f"needs tinycudann and CUDA; on {device.type} only the reference layout's backends "
+                "(torch, compiled) run here: retrain it, or load it where tinycudann is installed"
+            )
+        return "tcnn"
+    chosen = resolve_backend("auto", device)
+    return chosen if layout_of(chosen) == REFERENCE_LAYOUT else "torch"
+
+
+def _backends(layout: str) -> str:
+    return "tcnn backend" if layout == "tcnn" else "torch/compiled backends"
 
 
 @dataclass
@@ -61,12 +106,14 @@ class BlockModel(nn.Module):
         num_images: int,
         render: RenderConfig,
         backend: str = "auto",
+        device: str | torch.device = "cpu",
     ):
         super().__init__()
+        device = torch.device(device)
         self.render_config = render
         self.register_buffer("box", torch.tensor(box, dtype=torch.float32))
         field_config = dataclasses.replace(field_config, num_images=num_images)
-        self.field = BlockField(field_config, backend=backend)
+        self.field = BlockField(field_config, backend=backend, device=device)
         size = [box[3] - box[0], box[4] - box[1], box[5] - box[2]]
         cell = max(size) / render.occupancy_resolution
         res = [max(8, min(render.occupancy_resolution, math.ceil(s / cell))) for s in size[:2]]
@@ -83,6 +130,20 @@ class BlockModel(nn.Module):
         self.step_size = size[2] / render.steps_per_slab
         self.field_config = field_config
         self.num_images = num_images
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.box.device
+
+    @property
+    def backend(self) -> str:
+        return self.field.backend
+
+    @property
+    def layout(self) -> str:
+        """How the hash table's parameters are laid out: ``reference`` or ``tcnn``."""
+        return layout_of(self.field.backend)
 
     def to_unit(self, points: Tensor) -> Tensor:
         """World points (..., 3) -> the box's unit cube [0, 1]^3."""
@@ -128,13 +189,16 @@ class BlockModel(nn.Module):
         }
 
     @classmethod
-    def from_config_dict(cls, data: dict, backend: str = "auto") -> BlockModel:
+    def from_config_dict(
+        cls, data: dict, backend: str = "auto", device: str | torch.device = "cpu"
+    ) -> BlockModel:
         return cls(
             data["box"],
             FieldConfig.from_dict(data["field"]),
             int(data["num_images"]),
             RenderConfig(**data["render"]),
             backend=backend,
+            device=device,
         )
 
     def render(
@@ -187,13 +251,17 @@ class BlockModel(nn.Module):
         """Render rays (N, 3) without gradients, with early ray termination, in chunks.
 
         Rays that miss the box get zero opacity. Depth is the distance along the ray (metres).
+        Inputs may live on any device: chunks move to the model's, outputs come back to ``origins``'.
         ``image_ids`` pick codes as in :meth:`render`; ``appearance`` (A,) is one code for every
         ray instead (e.g. one fitted to a held-out photo).
         """
         rgb, opacity, depth = [], [], []
+        home, device = origins.device, self.device
+        if appearance is not None:
+            appearance = appearance.to(device)
         for start in range(0, origins.shape[0], chunk):
-            o, d = origins[start : start + chunk], dirs[start : start + chunk]
-            ids = None if image_ids is None else image_ids[start : start + chunk]
+            o, d = origins[start : start + chunk].to(device), dirs[start : start + chunk].to(device)
+            ids = None if image_ids is None else image_ids[start : start + chunk].to(device)
             t_near, t_far, _ = ray_aabb(o, d, self.box)
 
             def rgb_sigma(
@@ -212,18 +280,20 @@ class BlockModel(nn.Module):
                 self.grid,
                 early_stop_eps=self.render_config.early_stop_eps,
             )
-            rgb.append(out.rgb)
-            opacity.append(out.opacity)
-            depth.append(out.depth)
+            rgb.append(out.rgb.to(home))
+            opacity.append(out.opacity.to(home))
+            depth.append(out.depth.to(home))
         return RenderOutput(torch.cat(rgb), torch.cat(opacity), torch.cat(depth))
 
     @torch.no_grad()
     def freeze(self, origins: Tensor, dirs: Tensor) -> FrozenRays:
         """March and weigh rays (N, 3) once, for :meth:`render_frozen` with any appearance code.
 
-        Samples as :meth:`render_eval` does (deterministic, samples behind transmittance
+        The rays move to the model's device (so do the frozen tensors). Samples as
+        :meth:`render_eval` does (deterministic, samples behind transmittance
         ``early_stop_eps`` dropped), so colours agree with it to about that tolerance.
         """
+        origins, dirs = origins.to(self.device), dirs.to(self.device)
         t_near, t_far, hit = ray_aabb(origins, dirs, self.box)
         t_far = torch.where(hit, t_far, t_near)
         samples = march_rays(origins, dirs, t_near, t_far, self.step_size, self.grid)
@@ -241,3 +311,30 @@ class BlockModel(nn.Module):
         differentiable in ``appearance``. One colour-MLP pass: no marching, no hash grid."""
         rgb = self.field.color(rays.features, appearance)
         return accumulate_along_rays(rays.weights, rgb, rays.ray_indices, rays.n_rays)
+
+
+def load_trained_model(
+    folder: Path, device: str | torch.device = "cpu", backend: str = "auto", weights: str = "model.pt"
+) -> BlockModel:
+    """A block's saved model from ``folder`` (``config.json`` + ``weights``) on ``device``.
+
+    The backend reads the layout that ``config.json`` records (runs that predate the record are
+    in the reference layout); weights saved on any device load on any other. A layout this
+    machine cannot run is one BirdnerfError naming both backends.
+    """
+    from birdnerf.train import checkpoint as ckpt
+
+    device = torch.device(device)
+    config = ckpt.read_json(folder / "config.json")
+    layout = config.get("layout", REFERENCE_LAYOUT)
+    try:
+        chosen = backend_for_layout(layout, device, backend)
+    except BirdnerfError as err:
+        raise BirdnerfError(err.message, folder / "config.json") from None
+    model = BlockModel.from_config_dict(config["model"], backend=chosen, device=device)
+    state = ckpt.load_tensors(folder / weights)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise BirdnerfError(f"the weights do not fit the recorded model ({err})", folder / weights) from None
+    return model.eval()

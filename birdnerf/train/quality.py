@@ -13,8 +13,8 @@ import torch
 from birdnerf.eval.metrics import psnr_vs_baseline
 from birdnerf.partition.manifest import Block
 from birdnerf.scene.scene import Scene
-from birdnerf.train.data import BlockRays, block_rays
 from birdnerf.train.model import BlockModel
+from birdnerf.train.pixels import BlockPixels, held_out_pixels
 
 QUALITY_RAYS = 4096
 """Most pixels scored per block: about a second of rendering on a CPU, and a PSNR known to
@@ -34,7 +34,7 @@ def block_quality(
     model: BlockModel,
     scene: Scene,
     block: Block,
-    training: BlockRays,
+    training: BlockPixels,
     max_rays: int = QUALITY_RAYS,
 ) -> dict:
     """PSNR (dB) of ``model`` and of the mean-colour baseline on the block's held-out pixels.
@@ -46,12 +46,13 @@ def block_quality(
 
     Returns ``{"psnr", "baseline_psnr", "margin_db", "scored": "held-out"|"training", "pixels"}``.
     """
-    held_out = block_rays(scene, block, block.test_images) if block.test_images else None
+    held_out = held_out_pixels(scene, block, block.test_images) if block.test_images else None
     if held_out is not None and len(held_out) > 0:
         rays, scored = held_out, "held-out"
     else:
         rays, scored = training, "training"
     pick = subsample(len(rays), max_rays)
-    ids = rays.image_ids[pick] if scored == "training" else None
-    pred = model.render_eval(rays.origins[pick], rays.dirs[pick], ids).rgb
-    return {**psnr_vs_baseline(pred, rays.rgb[pick]), "scored": scored, "pixels": int(len(pick))}
+    batch = rays.batch(pick)
+    ids = batch.image_ids if scored == "training" else None
+    pred = model.render_eval(batch.origins, batch.dirs, ids).rgb
+    return {**psnr_vs_baseline(pred, batch.rgb), "scored": scored, "pixels": int(len(pick))}
