@@ -182,6 +182,47 @@ def _nearest_block(table: np.ndarray, partition: Partition) -> np.ndarray:
     return table[best[..., 0], best[..., 1]]
 
 
+def axis_weights(values: Tensor, edges: list[float], half_widths: list[float]) -> Tensor:
+    """(..., C) weights of the C cells between ``edges`` (C + 1) at ``values`` (...), every cell.
+
+    ``half_widths`` (C - 1) is the blend half-width at each interior edge. The dense reference
+    twin of :func:`_axis_pairs`.
+    """
+    n_cells = len(edges) - 1
+    rise = []  # rise[k]: how far past interior edge k we are, 0 -> 1 across its band
+    for k in range(1, n_cells):
+        h = max(half_widths[k - 1], 1e-9)
+        rise.append(smoothstep((values - (edges[k] - h)) / (2 * h)))
+    cols = []
+    for c in range(n_cells):
+        w = torch.ones_like(values)
+        if c > 0:
+            w = w * rise[c - 1]
+        if c < n_cells - 1:
+            w = w * (1.0 - rise[c])
+        cols.append(w)
+    return torch.stack(cols, dim=-1)
+
+
+def block_weights_reference(points: Tensor, partition: Partition, fraction: float = 0.5) -> Tensor:
+    """(N, B) weights of every block at ``points`` (N, 2) by a scan over all blocks: the reference
+    twin of :class:`BlendIndex` (O(points x blocks))."""
+    hx, hy = blend_half_widths(partition, fraction)
+    p = points.to(torch.float64)
+    wx = axis_weights(p[:, 0], partition.x_edges, hx)
+    wy = axis_weights(p[:, 1], partition.y_edges, hy)
+    w = torch.stack([wy[:, b.row] * wx[:, b.col] * float(b.trainable) for b in partition.blocks], dim=-1)
+    total = w.sum(dim=-1, keepdim=True)
+    w = w / total.clamp_min(1e-12)
+    orphan = total[:, 0] <= 1e-12
+    if orphan.any():
+        index = BlendIndex(partition, fraction)
+        x_cell = (torch.searchsorted(index.x_edges, p[orphan, 0].contiguous(), right=True) - 1).clamp(0, len(hx))
+        y_cell = (torch.searchsorted(index.y_edges, p[orphan, 1].contiguous(), right=True) - 1).clamp(0, len(hy))
+        w[orphan] = torch.nn.functional.one_hot(index.nearest[y_cell, x_cell], len(partition.blocks)).to(w.dtype)
+    return w
+
+
 def block_weights(points: Tensor, partition: Partition, fraction: float = 0.5) -> Tensor:
     """(..., B) blending weights of every block of ``partition`` at bird-view ``points`` (..., 2).
 
