@@ -1,28 +1,52 @@
 """Projection-guided rendering of a novel view from the blocks that own its pixels.
 
-Pass 1: each pixel's ray is cut by the ground plane; the bird-view point gives blending weights
-over blocks (:mod:`birdnerf.composite.blend`); every block with a non-zero weight renders those
-pixels, and colours and depths are blended. Pass 2 (depth-guided): the rendered surface point
-``o + depth * d`` is projected to bird view again; where tall structures or oblique rays put the
-true surface in another block, the weights are recomputed there and the missing blocks render
-the pixels they now own. Only blocks with non-zero weight are ever loaded.
+Each pixel's ray is cut by the ground plane; the bird-view point gives blend weights over at
+most 2 x 2 blocks, read from a grid index (:class:`birdnerf.composite.blend.BlendIndex`), so the
+cost is set by the view, never by the size of the site. Depth-guided assignment is per pixel: the
+surface point ``o + depth * d`` of a pixel that hits something is projected to bird view, and that
+pixel's weights are the weights there. A pixel's owner therefore changes only where its surface
+point crosses a core edge, whatever its neighbours do: seams are stable along a camera path.
+
+Blending is alpha-aware: a block counts in proportion to its blend weight times its own opacity
+along the ray, renormalised, so a block that sees nothing along a ray (the ray leaves its box,
+or crosses only its empty space) never darkens or flattens the pixel.
+
+Two paths render the same composite:
+
+- **fast** (default): a pre-pass renders every ``coarse_stride``-th pixel in both directions
+  from the blocks under its ground point and finds where each ray first meets something. That
+  first-hit distance, the minimum over the 3 x 3 coarse neighbours, places every pixel's
+  samples: marching starts a few steps before it. The pre-pass's depth also assigns each pixel
+  to its blocks, so one full-resolution pass does the work of two.
+- **reference**: every pixel renders from the blocks under its ground point with the blocks'
+  own :meth:`~birdnerf.train.model.BlockModel.render_eval`; the blended depth re-assigns pixels,
+  and blocks render the pixels they gained.
+
+Frames are rendered in bands of rows of at most ``tile_pixels`` pixels, so memory is bounded
+whatever the frame size.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from birdnerf.composite.blend import block_weights
+from birdnerf.composite.blend import SLOTS, BlendIndex, SparseWeights
 from birdnerf.composite.cache import BlockCache
+from birdnerf.composite.infer import render_block
 from birdnerf.partition.manifest import Partition
 from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
 from birdnerf.train.data import ground_points
 
 MIN_WEIGHT = 1e-6
+HIT_OPACITY = 0.5
+"""A ray whose opacity reaches this has a surface point (its depth) to assign it by."""
+ALPHA_EPS = 1e-6
 
 
 @dataclass
@@ -33,12 +57,14 @@ class ViewRender:
         rgb: (H, W, 3) colours in [0, 1].
         depth: (H, W) z-depth along the camera's optical axis, metres.
         opacity: (H, W) accumulated opacity.
-        block_map: (H, W) index into ``partition.blocks`` of the block with the largest weight.
+        block_map: (H, W) index into ``partition.blocks`` of the block with the largest blend
+            weight at the pixel's surface point (its ground point where the ray hits nothing).
         blocks: ids of the blocks that rendered any pixel.
-        reassigned: pixels whose owning block changed in the depth-guided pass.
-        weights: final blend weight (H, W) of each block in ``blocks``; ``rgb`` is the sum over
-            blocks of weight x the block's colour. Weights come from depths, which appearance
-            codes do not change, so they hold for any codes (see :mod:`birdnerf.eval.appearance`).
+        reassigned: pixels whose owning block differs from the one under their ground point.
+        weights: weight (H, W) of each block in ``blocks``: ``rgb`` is the sum over blocks of
+            weight x the block's (opacity-premultiplied) colour. The weights follow from blend
+            weights and opacities, which appearance codes do not change, so they hold for any
+            codes (see :mod:`birdnerf.eval.appearance`).
     """
 
     rgb: Tensor
@@ -50,43 +76,145 @@ class ViewRender:
     weights: dict[str, Tensor] = field(default_factory=dict)
 
 
-class _Renders:
-    """Per-block outputs over the view's pixels, filled in as blocks render more of them."""
+@dataclass
+class _Slots:
+    """Per pixel of a band and per blend slot: what that slot's block rendered there."""
 
-    def __init__(self, n_pixels: int):
-        self.n = n_pixels
-        self.out: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}  # rgb, dist, opacity, done
+    weights: SparseWeights
+    rgb: Tensor  # (N, SLOTS, 3), opacity-premultiplied
+    dist: Tensor  # (N, SLOTS) distance along the ray
+    opacity: Tensor  # (N, SLOTS)
+    first_hit: Tensor  # (N, SLOTS), inf where the ray meets nothing
+    done: Tensor | None = None  # (N, SLOTS) slots already rendered, when some were reused
 
-    def ensure(self, b: int, need: Tensor, render) -> None:
-        if b not in self.out:
-            self.out[b] = (
-                torch.zeros(self.n, 3),
-                torch.zeros(self.n),
-                torch.zeros(self.n),
-                torch.zeros(self.n, dtype=torch.bool),
-            )
-        rgb, dist, opacity, done = self.out[b]
-        todo = need & ~done
-        if todo.any():
-            res = render(b, todo)
-            rgb[todo], dist[todo], opacity[todo] = res.rgb, res.depth, res.opacity
-            done |= todo
-
-    def blend(self, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        rgb, dist, opacity = torch.zeros(self.n, 3), torch.zeros(self.n), torch.zeros(self.n)
-        for b, (rgb_b, dist_b, op_b, _) in self.out.items():
-            w = weights[:, b]
-            rgb += w[:, None] * rgb_b
-            dist += w * dist_b
-            opacity += w * op_b
-        return rgb, dist, opacity
+    @classmethod
+    def empty(cls, weights: SparseWeights) -> _Slots:
+        n, like = weights.index.shape[0], weights.weight
+        return cls(
+            weights,
+            like.new_zeros(n, SLOTS, 3),
+            like.new_zeros(n, SLOTS),
+            like.new_zeros(n, SLOTS),
+            like.new_full((n, SLOTS), math.inf),
+        )
 
 
-def visible_blocks(partition: Partition, cam: Camera, c2w: np.ndarray, fraction: float = 0.5) -> list[str]:
-    """Ids of the blocks that have a non-zero weight at some pixel's ground point."""
-    o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[::4, ::4])
-    w = block_weights(ground_points(o, d, partition.frame["ground_z"]).reshape(-1, 2), partition, fraction)
-    return [partition.blocks[b].id for b in torch.nonzero(w.amax(dim=0) > MIN_WEIGHT).flatten().tolist()]
+@dataclass
+class _Blend:
+    """Blended outputs of a band's pixels (N), and each slot's effective weight (N, SLOTS)."""
+
+    rgb: Tensor
+    dist: Tensor
+    opacity: Tensor
+    effective: Tensor
+
+
+def blend_slots(slots: _Slots) -> _Blend:
+    """Alpha-aware blend: slot weights ``w_b o_b / sum(w o)``; plain ``w_b`` where nothing is opaque.
+
+    The colour is the opacity-weighted mean of the blocks' own colours, times the blended
+    opacity; depth is the opacity-weighted mean distance.
+    """
+    w = slots.weights.weight
+    wo = w * slots.opacity
+    total = wo.sum(dim=1, keepdim=True)
+    seen = total > ALPHA_EPS
+    share = torch.where(seen, wo / total.clamp_min(ALPHA_EPS), w)  # weight of each block's surface
+    opacity = (share * slots.opacity).sum(dim=1)
+    # rgb = sum_b share_b * (rgb_b / o_b) * opacity = sum_b w_b rgb_b * opacity / total
+    effective = torch.where(seen, w * (opacity[:, None] / total.clamp_min(ALPHA_EPS)), w)
+    rgb = (effective[:, :, None] * slots.rgb).sum(dim=1)
+    dist = (share * slots.dist).sum(dim=1)
+    return _Blend(rgb, dist, opacity, effective)
+
+
+@dataclass
+class _Band:
+    """One band of rows: its rays, and (fast path) where samples start along them."""
+
+    origins: Tensor
+    dirs: Tensor
+    t_start: Tensor | None = None
+    surface: Tensor | None = None  # (N, 2) bird-view point assigning each pixel
+
+
+class _Frame:
+    """Render context of one view: partition, index, cache, codes, device, options."""
+
+    def __init__(self, partition, index, cache, appearance, device, min_weight):
+        self.partition, self.index, self.cache = partition, index, cache
+        self.codes = appearance or {}
+        self.device = device
+        self.min_weight = min_weight
+        self.used: set[int] = set()
+
+    def fill(self, slots: _Slots, band: _Band, *, fast: bool, first_hit: bool = False, todo=None) -> None:
+        """Render, for every block, the band's pixels where it has a weight (and ``todo`` is set)."""
+        w = slots.weights
+        for b in w.blocks():
+            hit = (w.index == b) & (w.weight > self.min_weight)
+            if todo is not None:
+                hit &= todo
+            rows, slot = torch.nonzero(hit, as_tuple=True)
+            if rows.numel() == 0:
+                continue
+            block = self.partition.blocks[b]
+            model = self.cache.get(block)
+            code = self.codes.get(block.id)
+            o, d = band.origins[rows], band.dirs[rows]
+            if fast:
+                t0 = None if band.t_start is None else band.t_start[rows]
+                out = render_block(model, o, d, appearance=code, t_start=t0, first_hit=first_hit)
+            else:
+                out = model.render_eval(o, d, appearance=code)
+            slots.rgb[rows, slot] = out.rgb.to(slots.rgb.dtype)
+            slots.dist[rows, slot] = out.depth.to(slots.dist.dtype)
+            slots.opacity[rows, slot] = out.opacity.to(slots.opacity.dtype)
+            if out.first_hit is not None:
+                slots.first_hit[rows, slot] = out.first_hit.to(slots.first_hit.dtype)
+            self.used.add(b)
+
+    def weights_at(self, points: Tensor) -> SparseWeights:
+        w = self.index.weights(points)
+        # Slivers of a blend band add a field pass for nothing visible: drop them, renormalise.
+        keep = w.weight > self.min_weight
+        weight = torch.where(keep, w.weight, torch.zeros_like(w.weight))
+        weight = weight / weight.sum(dim=1, keepdim=True)
+        return SparseWeights(torch.where(keep, w.index, torch.full_like(w.index, -1)), weight)
+
+
+def _rays(cam: Camera, c2w: np.ndarray, pixels: Tensor, device) -> tuple[Tensor, Tensor]:
+    o, d = camera_rays(cam, torch.from_numpy(c2w), pixels)
+    return o.reshape(-1, 3).float().to(device), d.reshape(-1, 3).float().to(device)
+
+
+def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float) -> Tensor:
+    """Bird-view surface point of each ray: ``o + dist d`` where it hits, else its ground point."""
+    ground = ground_points(band.origins, band.dirs, ground_z)
+    surface = band.origins[:, :2] + band.dirs[:, :2] * dist[:, None]
+    return torch.where((opacity > HIT_OPACITY)[:, None], surface, ground.to(surface.dtype))
+
+
+def _coarse_pass(frame: _Frame, cam: Camera, c2w: np.ndarray, stride: int, ground_z: float):
+    """Every ``stride``-th pixel from the blocks under its ground point: (Hc, Wc) blended distance,
+    opacity, and first-hit distance (the nearest over the blocks; inf where nothing is met)."""
+    centers = pixel_centers(cam, torch.float64)[stride // 2 :: stride, stride // 2 :: stride]
+    hc, wc = centers.shape[:2]
+    origins, dirs = _rays(cam, c2w, centers, frame.device)
+    band = _Band(origins, dirs)
+    slots = _Slots.empty(frame.weights_at(ground_points(origins, dirs, ground_z)))
+    frame.fill(slots, band, fast=True, first_hit=True)
+    blend = blend_slots(slots)
+    first = slots.first_hit.amin(dim=1)
+    return blend.dist.reshape(hc, wc), blend.opacity.reshape(hc, wc), first.reshape(hc, wc)
+
+
+def _upsample_nearest(coarse: Tensor, rows: Tensor, cols: Tensor, stride: int) -> Tensor:
+    """Values (len(rows) * len(cols)) of full-resolution pixels from the nearest coarse pixel."""
+    hc, wc = coarse.shape
+    r = (rows // stride).clamp(max=hc - 1)
+    c = (cols // stride).clamp(max=wc - 1)
+    return coarse[r][:, c].reshape(-1)
 
 
 @torch.no_grad()
@@ -99,49 +227,104 @@ def render_view(
     depth_guided: bool = True,
     blend_fraction: float = 0.5,
     appearance: dict[str, Tensor] | None = None,
+    fast: bool = True,
+    tile_pixels: int = 1 << 16,
+    coarse_stride: int = 4,
+    index: BlendIndex | None = None,
 ) -> ViewRender:
     """Render camera (``cam``, ``c2w`` OpenCV camera-to-world in the run's frame) from the blocks.
 
-    ``appearance`` maps block ids to an appearance code (A,) for that block's rays (e.g. codes
-    fitted to a held-out photo); blocks not in it use the mean of their photos' codes. The cached
-    models are not changed.
+    Args:
+        depth_guided: assign pixels by their surface point (else by their ground point).
+        blend_fraction: blend half-width as a fraction of the overlap.
+        appearance: block id -> appearance code (A,) for that block's rays (e.g. codes fitted to
+            a held-out photo); blocks not in it use the mean of their photos' codes. The cached
+            models are not changed.
+        fast: the fast inference path (see the module's docstring); False: the reference path.
+        tile_pixels: pixels rendered at once (whole rows; at least one row).
+        coarse_stride: pixel spacing of the fast path's pre-pass.
+        index: the partition's :class:`BlendIndex` (built here when None).
     """
-    codes = appearance or {}
+    device = cache.device
+    index = index or BlendIndex(partition, blend_fraction)
+    frame = _Frame(partition, index, cache, appearance, device, MIN_WEIGHT if not fast else 1e-3)
     ground_z = float(partition.frame["ground_z"])
-    origins, dirs = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64))
-    origins, dirs = origins.reshape(-1, 3).float(), dirs.reshape(-1, 3).float()
-    renders = _Renders(origins.shape[0])
-
-    def render(b: int, mask: Tensor):
-        block = partition.blocks[b]
-        return cache.get(block).render_eval(origins[mask], dirs[mask], appearance=codes.get(block.id))
-
-    def composite(weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        for b in torch.nonzero(weights.amax(dim=0) > MIN_WEIGHT).flatten().tolist():
-            renders.ensure(b, weights[:, b] > MIN_WEIGHT, render)
-        return renders.blend(weights)
-
-    weights = block_weights(ground_points(origins, dirs, ground_z), partition, blend_fraction)
-    rgb, dist, opacity = composite(weights)
-    reassigned = 0
-    if depth_guided:
-        hit = opacity > 0.5
-        surface = origins + dirs * dist[:, None]
-        surface_xy = torch.where(hit[:, None], surface[:, :2], ground_points(origins, dirs, ground_z))
-        guided = block_weights(surface_xy, partition, blend_fraction)
-        reassigned = int((guided.argmax(dim=1) != weights.argmax(dim=1)).sum())
-        if reassigned:
-            weights = guided
-            rgb, dist, opacity = composite(weights)
-    forward = torch.from_numpy(c2w[:3, 2]).float()
-    z_depth = dist * (dirs @ forward)
     h, w = cam.height, cam.width
+    rgb, dist = torch.zeros(h * w, 3, device=device), torch.zeros(h * w, device=device)  # dist: z-depth
+    opacity = torch.zeros(h * w, device=device)
+    owner = torch.zeros(h * w, dtype=torch.long, device=device)
+    effective: dict[int, Tensor] = {}
+    reassigned = 0
+    if fast:
+        c_dist, c_opacity, c_first = _coarse_pass(frame, cam, c2w, coarse_stride, ground_z)
+        # A pixel lies between its coarse neighbours: start before the nearest first hit of all.
+        c_first = -F.max_pool2d(-c_first[None, None], 3, stride=1, padding=1)[0, 0]
+    centers = pixel_centers(cam, torch.float64)
+    forward = torch.from_numpy(c2w[:3, 2]).float().to(device)
+    band_rows = max(1, tile_pixels // w)
+    cols = torch.arange(w, device=device)
+    for r0 in range(0, h, band_rows):
+        rows = torch.arange(r0, min(h, r0 + band_rows), device=device)
+        band = _Band(*_rays(cam, c2w, centers[r0 : r0 + len(rows)], device))
+        ground = ground_points(band.origins, band.dirs, ground_z)
+        ground_w = frame.weights_at(ground)
+        if fast:
+            band.t_start = _upsample_nearest(c_first, rows, cols, coarse_stride)
+            if depth_guided:
+                near_dist = _upsample_nearest(c_dist, rows, cols, coarse_stride)
+                near_opacity = _upsample_nearest(c_opacity, rows, cols, coarse_stride)
+                band_w = frame.weights_at(_surface_points(band, near_dist, near_opacity, ground_z))
+            else:
+                band_w = ground_w
+            slots = _Slots.empty(band_w)
+            frame.fill(slots, band, fast=True)
+        else:
+            slots = _Slots.empty(ground_w)
+            frame.fill(slots, band, fast=False)
+            if depth_guided:
+                first = blend_slots(slots)
+                guided = _Slots.empty(frame.weights_at(_surface_points(band, first.dist, first.opacity, ground_z)))
+                _reuse(slots, guided)
+                frame.fill(guided, band, fast=False, todo=~guided.done)
+                slots = guided
+        blend = blend_slots(slots)
+        lo, hi = r0 * w, (r0 + len(rows)) * w
+        rgb[lo:hi], dist[lo:hi], opacity[lo:hi] = blend.rgb, blend.dist * (band.dirs @ forward), blend.opacity
+        owner[lo:hi] = slots.weights.owner()
+        reassigned += int((owner[lo:hi] != ground_w.owner()).sum())
+        for s in range(SLOTS):
+            idx = slots.weights.index[:, s]
+            for b in idx[idx >= 0].unique().tolist():
+                dense = effective.setdefault(b, torch.zeros(h * w, device=device))
+                dense[lo:hi] += torch.where(idx == b, blend.effective[:, s], torch.zeros_like(blend.rgb[:, 0]))
+    used = sorted(frame.used)
     return ViewRender(
         rgb=rgb.clamp(0, 1).reshape(h, w, 3),
-        depth=z_depth.reshape(h, w),
+        depth=dist.reshape(h, w),
         opacity=opacity.reshape(h, w),
-        block_map=weights.argmax(dim=1).reshape(h, w),
-        blocks=[partition.blocks[b].id for b in sorted(renders.out)],
+        block_map=owner.reshape(h, w),
+        blocks=[partition.blocks[b].id for b in used],
         reassigned=reassigned,
-        weights={partition.blocks[b].id: weights[:, b].reshape(h, w) for b in sorted(renders.out)},
+        weights={partition.blocks[b].id: effective[b].reshape(h, w) for b in used if b in effective},
     )
+
+
+def _reuse(first: _Slots, guided: _Slots) -> None:
+    """Copy into ``guided`` what ``first`` already rendered for the same (pixel, block)."""
+    guided.done = torch.zeros_like(guided.weights.index, dtype=torch.bool)
+    for s in range(SLOTS):
+        for t in range(SLOTS):
+            same = (guided.weights.index[:, s] == first.weights.index[:, t]) & (guided.weights.index[:, s] >= 0)
+            same &= first.weights.weight[:, t] > 0
+            if same.any():
+                guided.rgb[same, s] = first.rgb[same, t]
+                guided.dist[same, s] = first.dist[same, t]
+                guided.opacity[same, s] = first.opacity[same, t]
+                guided.done[same, s] = True
+
+
+def visible_blocks(partition: Partition, cam: Camera, c2w: np.ndarray, fraction: float = 0.5) -> list[str]:
+    """Ids of the blocks that have a non-zero weight at some pixel's ground point (every 4th)."""
+    o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[::4, ::4])
+    w = BlendIndex(partition, fraction).weights(ground_points(o, d, partition.frame["ground_z"]).reshape(-1, 2))
+    return [partition.blocks[b].id for b in w.blocks()]
