@@ -2,13 +2,20 @@ import numpy as np
 import pytest
 import torch
 
-from birdnerf.composite import BlendIndex, block_weights, orbit_path, read_camera_path, visible_blocks, write_camera_path
+from birdnerf.composite import (
+    BlendIndex,
+    block_weights,
+    orbit_path,
+    read_camera_path,
+    visible_blocks,
+    write_camera_path,
+)
+from birdnerf.composite.blend import block_weights_reference
 from birdnerf.composite.path import look_at
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_scene
 from birdnerf.partition.layout import block_id, expanded_rects
 from birdnerf.partition.manifest import Block, Partition
-from birdnerf.composite.blend import block_weights_reference
 from tests.surveys import NADIR, lawnmower
 
 
@@ -56,7 +63,9 @@ def test_weights_are_a_partition_of_unity_on_any_layout(seed):
     rng = np.random.default_rng(seed)
     part = random_layout(rng)
     x, y = part.x_edges, part.y_edges
-    pts = np.column_stack([rng.uniform(x[0] - 30, x[-1] + 30, 5000), rng.uniform(y[0] - 30, y[-1] + 30, 5000)])
+    pts = np.column_stack(
+        [rng.uniform(x[0] - 30, x[-1] + 30, 5000), rng.uniform(y[0] - 30, y[-1] + 30, 5000)]
+    )
     # Points on and next to every edge, where bands meet.
     edges = np.array(np.meshgrid(x, y)).reshape(2, -1).T
     pts = np.concatenate([pts, edges, edges + 1e-9, edges - 1e-9])

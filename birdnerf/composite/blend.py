@@ -217,9 +217,12 @@ def block_weights_reference(points: Tensor, partition: Partition, fraction: floa
     orphan = total[:, 0] <= 1e-12
     if orphan.any():
         index = BlendIndex(partition, fraction)
-        x_cell = (torch.searchsorted(index.x_edges, p[orphan, 0].contiguous(), right=True) - 1).clamp(0, len(hx))
-        y_cell = (torch.searchsorted(index.y_edges, p[orphan, 1].contiguous(), right=True) - 1).clamp(0, len(hy))
-        w[orphan] = torch.nn.functional.one_hot(index.nearest[y_cell, x_cell], len(partition.blocks)).to(w.dtype)
+        x = p[orphan, 0].contiguous()
+        y = p[orphan, 1].contiguous()
+        x_cell = (torch.searchsorted(index.x_edges, x, right=True) - 1).clamp(0, len(hx))
+        y_cell = (torch.searchsorted(index.y_edges, y, right=True) - 1).clamp(0, len(hy))
+        nearest = index.nearest[y_cell, x_cell]
+        w[orphan] = torch.nn.functional.one_hot(nearest, len(partition.blocks)).to(w.dtype)
     return w
 
 

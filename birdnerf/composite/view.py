@@ -283,7 +283,8 @@ def render_view(
             frame.fill(slots, band, fast=False)
             if depth_guided:
                 first = blend_slots(slots)
-                guided = _Slots.empty(frame.weights_at(_surface_points(band, first.dist, first.opacity, ground_z)))
+                surface = _surface_points(band, first.dist, first.opacity, ground_z)
+                guided = _Slots.empty(frame.weights_at(surface))
                 _reuse(slots, guided)
                 frame.fill(guided, band, fast=False, todo=~guided.done)
                 slots = guided
@@ -296,7 +297,7 @@ def render_view(
             idx = slots.weights.index[:, s]
             for b in idx[idx >= 0].unique().tolist():
                 dense = effective.setdefault(b, torch.zeros(h * w, device=device))
-                dense[lo:hi] += torch.where(idx == b, blend.effective[:, s], torch.zeros_like(blend.rgb[:, 0]))
+                dense[lo:hi] += torch.where(idx == b, blend.effective[:, s], 0.0)
     used = sorted(frame.used)
     return ViewRender(
         rgb=rgb.clamp(0, 1).reshape(h, w, 3),
@@ -314,8 +315,8 @@ def _reuse(first: _Slots, guided: _Slots) -> None:
     guided.done = torch.zeros_like(guided.weights.index, dtype=torch.bool)
     for s in range(SLOTS):
         for t in range(SLOTS):
-            same = (guided.weights.index[:, s] == first.weights.index[:, t]) & (guided.weights.index[:, s] >= 0)
-            same &= first.weights.weight[:, t] > 0
+            block = guided.weights.index[:, s]
+            same = (block == first.weights.index[:, t]) & (block >= 0) & (first.weights.weight[:, t] > 0)
             if same.any():
                 guided.rgb[same, s] = first.rgb[same, t]
                 guided.dist[same, s] = first.dist[same, t]
@@ -326,5 +327,6 @@ def _reuse(first: _Slots, guided: _Slots) -> None:
 def visible_blocks(partition: Partition, cam: Camera, c2w: np.ndarray, fraction: float = 0.5) -> list[str]:
     """Ids of the blocks that have a non-zero weight at some pixel's ground point (every 4th)."""
     o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[::4, ::4])
-    w = BlendIndex(partition, fraction).weights(ground_points(o, d, partition.frame["ground_z"]).reshape(-1, 2))
+    ground = ground_points(o, d, partition.frame["ground_z"]).reshape(-1, 2)
+    w = BlendIndex(partition, fraction).weights(ground)
     return [partition.blocks[b].id for b in w.blocks()]
