@@ -24,7 +24,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run", type=Path, help="a trained run directory")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/birdnerf-demo"), help="demo folder if no --run")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/birdnerf-demo"), help="demo folder (no --run)")
     parser.add_argument("--views", type=int, default=6, help="held-out photos to render")
     parser.add_argument("--path-frames", type=int, default=6, help="fly-over frames to render")
     args = parser.parse_args()
