@@ -28,7 +28,7 @@ def render_block(
     t_start: Tensor | None = None,
     margin_steps: float = 8.0,
     first_hit: bool = False,
-    chunk: int = 1 << 15,
+    chunk: int = 1 << 13,
     samples_per_round: int = 64,
     window_steps: int | None = 128,
 ) -> RenderOutput:
