@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 SIZES = (2, 8, 21)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's birdnerf
 
 
 def build_site(source_run: Path, out: Path, n: int) -> Path:

@@ -13,6 +13,7 @@ time goes.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=6, help="held-out photos to render")
     parser.add_argument("--path-frames", type=int, default=6, help="fly-over frames to render")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's birdnerf
 
     import torch
 

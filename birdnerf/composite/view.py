@@ -13,14 +13,15 @@ or crosses only its empty space) never darkens or flattens the pixel.
 
 Two paths render the same composite:
 
-- **fast** (default): a pre-pass renders every ``coarse_stride``-th pixel in both directions
-  from the blocks under its ground point and finds where each ray first meets something. That
-  first-hit distance, the minimum over the 3 x 3 coarse neighbours, places every pixel's
-  samples: marching starts a few steps before it. The pre-pass's depth also assigns each pixel
-  to its blocks, so one full-resolution pass does the work of two.
-- **reference**: every pixel renders from the blocks under its ground point with the blocks'
-  own :meth:`~birdnerf.train.model.BlockModel.render_eval`; the blended depth re-assigns pixels,
-  and blocks render the pixels they gained.
+- **fast** (default): no autograd, the blocks' compiled fields, occupancy skipping and early
+  termination, marching a bounded window of steps a round (the same samples; a round no longer
+  walks every step to the box's floor), and the first pass's surface reused: a block that gains
+  a pixel in the depth-guided pass starts marching a few steps before the first thing the
+  pixel's first blocks met (:func:`birdnerf.composite.infer.render_block`).
+- **reference**: the same two passes with the blocks' own
+  :meth:`~birdnerf.train.model.BlockModel.render_eval`: every pixel renders from the blocks under
+  its ground point; the blended depth re-assigns pixels, and blocks render the pixels they gained
+  marching from their box's entry.
 
 Frames are rendered in bands of rows of at most ``tile_pixels`` pixels, so memory is bounded
 whatever the frame size.
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from birdnerf.composite.blend import SLOTS, BlendIndex, SparseWeights
@@ -130,12 +130,11 @@ def blend_slots(slots: _Slots) -> _Blend:
 
 @dataclass
 class _Band:
-    """One band of rows: its rays, and (fast path) where samples start along them."""
+    """One band of rows: its rays, and (fast path) where the first thing along them was met."""
 
     origins: Tensor
     dirs: Tensor
     t_start: Tensor | None = None
-    surface: Tensor | None = None  # (N, 2) bird-view point assigning each pixel
 
 
 class _Frame:
@@ -195,29 +194,6 @@ def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float)
     return torch.where((opacity > HIT_OPACITY)[:, None], surface, ground.to(surface.dtype))
 
 
-def _coarse_pass(frame: _Frame, cam: Camera, c2w: np.ndarray, stride: int, ground_z: float):
-    """Every ``stride``-th pixel from the blocks under its ground point: (Hc, Wc) blended distance,
-    opacity, and first-hit distance (the nearest over the blocks; inf where nothing is met)."""
-    centers = pixel_centers(cam, torch.float64)[stride // 2 :: stride, stride // 2 :: stride]
-    hc, wc = centers.shape[:2]
-    origins, dirs = _rays(cam, c2w, centers, frame.device)
-    band = _Band(origins, dirs)
-    slots = _Slots.empty(frame.weights_at(ground_points(origins, dirs, ground_z)))
-    frame.fill(slots, band, fast=True, first_hit=True)
-    blend = blend_slots(slots)
-    first = slots.first_hit.amin(dim=1)
-    return blend.dist.reshape(hc, wc), blend.opacity.reshape(hc, wc), first.reshape(hc, wc)
-
-
-def _upsample_nearest(coarse: Tensor, rows: Tensor, cols: Tensor, stride: int) -> Tensor:
-    """Values (len(rows) * len(cols)) of full-resolution pixels from the nearest coarse pixel."""
-    hc, wc = coarse.shape
-    r = (rows // stride).clamp(max=hc - 1)
-    c = (cols // stride).clamp(max=wc - 1)
-    return coarse[r][:, c].reshape(-1)
-
-
-@torch.no_grad()
 def render_view(
     partition: Partition,
     cache: BlockCache,
@@ -229,7 +205,6 @@ def render_view(
     appearance: dict[str, Tensor] | None = None,
     fast: bool = True,
     tile_pixels: int = 1 << 16,
-    coarse_stride: int = 4,
     index: BlendIndex | None = None,
 ) -> ViewRender:
     """Render camera (``cam``, ``c2w`` OpenCV camera-to-world in the run's frame) from the blocks.
@@ -242,7 +217,6 @@ def render_view(
             models are not changed.
         fast: the fast inference path (see the module's docstring); False: the reference path.
         tile_pixels: pixels rendered at once (whole rows; at least one row).
-        coarse_stride: pixel spacing of the fast path's pre-pass.
         index: the partition's :class:`BlendIndex` (built here when None).
     """
     device = cache.device
@@ -255,41 +229,26 @@ def render_view(
     owner = torch.zeros(h * w, dtype=torch.long, device=device)
     effective: dict[int, Tensor] = {}
     reassigned = 0
-    if fast:
-        c_dist, c_opacity, c_first = _coarse_pass(frame, cam, c2w, coarse_stride, ground_z)
-        # A pixel lies between its coarse neighbours: start before the nearest first hit of all.
-        c_first = -F.max_pool2d(-c_first[None, None], 3, stride=1, padding=1)[0, 0]
     centers = pixel_centers(cam, torch.float64)
     forward = torch.from_numpy(c2w[:3, 2]).float().to(device)
     band_rows = max(1, tile_pixels // w)
-    cols = torch.arange(w, device=device)
     for r0 in range(0, h, band_rows):
-        rows = torch.arange(r0, min(h, r0 + band_rows), device=device)
-        band = _Band(*_rays(cam, c2w, centers[r0 : r0 + len(rows)], device))
-        ground = ground_points(band.origins, band.dirs, ground_z)
-        ground_w = frame.weights_at(ground)
-        if fast:
-            band.t_start = _upsample_nearest(c_first, rows, cols, coarse_stride)
-            if depth_guided:
-                near_dist = _upsample_nearest(c_dist, rows, cols, coarse_stride)
-                near_opacity = _upsample_nearest(c_opacity, rows, cols, coarse_stride)
-                band_w = frame.weights_at(_surface_points(band, near_dist, near_opacity, ground_z))
-            else:
-                band_w = ground_w
-            slots = _Slots.empty(band_w)
-            frame.fill(slots, band, fast=True)
-        else:
-            slots = _Slots.empty(ground_w)
-            frame.fill(slots, band, fast=False)
-            if depth_guided:
-                first = blend_slots(slots)
-                surface = _surface_points(band, first.dist, first.opacity, ground_z)
-                guided = _Slots.empty(frame.weights_at(surface))
-                _reuse(slots, guided)
-                frame.fill(guided, band, fast=False, todo=~guided.done)
-                slots = guided
+        n_rows = min(band_rows, h - r0)
+        band = _Band(*_rays(cam, c2w, centers[r0 : r0 + n_rows], device))
+        ground_w = frame.weights_at(ground_points(band.origins, band.dirs, ground_z))
+        slots = _Slots.empty(ground_w)
+        frame.fill(slots, band, fast=fast, first_hit=fast)
+        if depth_guided:
+            first = blend_slots(slots)
+            surface = _surface_points(band, first.dist, first.opacity, ground_z)
+            guided = _Slots.empty(frame.weights_at(surface))
+            _reuse(slots, guided)
+            # Blocks new to a pixel start marching just before the surface its first blocks saw.
+            band.t_start = slots.first_hit.amin(dim=1) if fast else None
+            frame.fill(guided, band, fast=fast, todo=~guided.done)
+            slots = guided
         blend = blend_slots(slots)
-        lo, hi = r0 * w, (r0 + len(rows)) * w
+        lo, hi = r0 * w, (r0 + n_rows) * w
         rgb[lo:hi], dist[lo:hi], opacity[lo:hi] = blend.rgb, blend.dist * (band.dirs @ forward), blend.opacity
         owner[lo:hi] = slots.weights.owner()
         reassigned += int((owner[lo:hi] != ground_w.owner()).sum())
