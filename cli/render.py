@@ -30,7 +30,7 @@ def render_cmd(
         help="Assign pixels to blocks by their ground point, not by their rendered surface point.",
     ),
     reference: bool = typer.Option(
-        False, "--reference", help="Use the reference renderer (slower; the fast path's twin)."
+        False, "--reference", help="Use the reference renderer (the fast path's twin, for checks)."
     ),
 ) -> None:
     """Render views as RGB, depth (PNG + metres in .npy) and block-id PNGs."""
