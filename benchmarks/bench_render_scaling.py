@@ -8,8 +8,9 @@ cube, so it moves with it). Each block is saved the way training saves it (``con
 normal way, through :class:`birdnerf.composite.BlockCache`.
 
 Every site renders the same view -- the survey's camera at its altitude, nadir, a quarter block
-off a four-block corner near the site's centre -- in a fresh process, and prints time per frame,
-rays/s, peak RSS and the blocks loaded for the view, with the largest/smallest ratios (the goal:
+off a four-block corner near the site's centre, over the same four source blocks -- in a fresh
+process, and prints wall and CPU time per frame (CPU time is steadier on a shared machine),
+rays/s, peak RSS and the blocks loaded for the view, with the largest/smallest ratios (goal:
 about 1, since only the blocks under the view are touched). A 1920x1080 frame of the largest
 site is rendered last, in its own process, for its peak RSS.
 
@@ -111,24 +112,32 @@ def render_once(run: Path, camera: dict, frames: int, width: int | None, fast: b
         f = cam.fx * width / cam.width
         height = width * 9 // 16
         cam = Camera(width=width, height=height, fx=f, fy=f, cx=width / 2, cy=height / 2)
-    # A quarter block off the four-block corner nearest the centre: the view straddles edges.
-    mid_c, mid_r = (len(partition.x_edges) - 1) // 2, (len(partition.y_edges) - 1) // 2
-    x, y = partition.x_edges[mid_c], partition.y_edges[mid_r]
+
+    # A quarter block off a four-block corner near the centre: the view straddles edges. The
+    # corner has an odd index, so the four blocks around it are copies of the same four source
+    # blocks, in the same places, on every site: the view sees the same content.
+    def odd_middle(edges: list[float]) -> float:
+        k = (len(edges) - 1) // 2
+        return edges[k if k % 2 else k - 1]
+
+    x, y = odd_middle(partition.x_edges), odd_middle(partition.y_edges)
     eye = np.array([x + 0.25 * camera["block_m"], y + 0.2 * camera["block_m"], camera["altitude"]])
     c2w = look_at(eye, eye - np.array([0.0, 0.0, 1.0]), up=np.array([0.0, 1.0, 0.0]))
     cache = BlockCache(run)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     view = render_view(partition, cache, cam, c2w, fast=fast)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(frames):
         view = render_view(partition, cache, cam, c2w, fast=fast)
     seconds = (time.perf_counter() - t0) / max(frames, 1)
+    cpu_seconds = (time.process_time() - c0) / max(frames, 1)
     return {
         "blocks_total": len(partition.blocks),
         "blocks_loaded": len(set(cache.loads)),
         "blocks_used": view.blocks,
         "size": f"{cam.width}x{cam.height}",
         "seconds_per_frame": seconds,
+        "cpu_seconds_per_frame": cpu_seconds,
         "rays_per_second": cam.width * cam.height / seconds,
         "rss_before_render_mb": rss_before,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -186,13 +195,15 @@ def main() -> None:
     )
     for blocks, r in results.items():
         print(
-            f"{blocks:7d} {r['blocks_loaded']:7d} {r['seconds_per_frame']:9.3f} {r['rays_per_second']:9,.0f} "
+            f"{blocks:7d} {r['blocks_loaded']:7d} {r['seconds_per_frame']:9.3f} "
+            f"{r['cpu_seconds_per_frame']:7.3f} {r['rays_per_second']:9,.0f} "
             f"{r['peak_rss_mb']:8.0f}  {' '.join(r['blocks_used'])}"
         )
     small, large = results[SIZES[0] ** 2], results[SIZES[-1] ** 2]
     print(
         f"{SIZES[-1] ** 2} / {SIZES[0] ** 2} blocks: time per frame "
-        f"{large['seconds_per_frame'] / small['seconds_per_frame']:.2f}x, "
+        f"{large['seconds_per_frame'] / small['seconds_per_frame']:.2f}x "
+        f"({large['cpu_seconds_per_frame'] / small['cpu_seconds_per_frame']:.2f}x by CPU time), "
         f"peak RSS {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x (goal: <= 1.2x both)"
     )
     if not args.no_1080p:
