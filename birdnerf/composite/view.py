@@ -44,6 +44,7 @@ from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
 from birdnerf.train.data import ground_points
 
 MIN_WEIGHT = 1e-6
+FAST_MIN_WEIGHT = 1e-3
 HIT_OPACITY = 0.5
 """A ray whose opacity reaches this has a surface point (its depth) to assign it by."""
 ALPHA_EPS = 1e-6
@@ -175,7 +176,6 @@ class _Frame:
 
     def weights_at(self, points: Tensor) -> SparseWeights:
         w = self.index.weights(points)
-        # Slivers of a blend band add a field pass for nothing visible: drop them, renormalise.
         keep = w.weight > self.min_weight
         weight = torch.where(keep, w.weight, torch.zeros_like(w.weight))
         weight = weight / weight.sum(dim=1, keepdim=True)
@@ -194,6 +194,7 @@ def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float)
     return torch.where((opacity > HIT_OPACITY)[:, None], surface, ground.to(surface.dtype))
 
 
+@torch.no_grad()
 def render_view(
     partition: Partition,
     cache: BlockCache,
@@ -221,7 +222,8 @@ def render_view(
     """
     device = cache.device
     index = index or BlendIndex(partition, blend_fraction)
-    frame = _Frame(partition, index, cache, appearance, device, MIN_WEIGHT if not fast else 1e-3)
+    # The fast path drops blend slivers under 0.1 % (renormalised): a field pass for nothing visible.
+    frame = _Frame(partition, index, cache, appearance, device, FAST_MIN_WEIGHT if fast else MIN_WEIGHT)
     ground_z = float(partition.frame["ground_z"])
     h, w = cam.height, cam.width
     rgb, dist = torch.zeros(h * w, 3, device=device), torch.zeros(h * w, device=device)  # dist: z-depth
