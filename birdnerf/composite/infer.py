@@ -26,11 +26,11 @@ def render_block(
     *,
     appearance: Tensor | None = None,
     t_start: Tensor | None = None,
-    margin_steps: float = 8.0,
+    margin_steps: float = 32.0,
     first_hit: bool = False,
     chunk: int = 1 << 13,
     samples_per_round: int = 64,
-    window_steps: int | None = 128,
+    window_steps: int | None = None,
 ) -> RenderOutput:
     """Render rays (N, 3) of ``model`` (world frame, unit directions); depth is the distance.
 

@@ -14,10 +14,9 @@ or crosses only its empty space) never darkens or flattens the pixel.
 Two paths render the same composite:
 
 - **fast** (default): no autograd, the blocks' compiled fields, occupancy skipping and early
-  termination, marching a bounded window of steps a round (the same samples; a round no longer
-  walks every step to the box's floor), and the first pass's surface reused: a block that gains
-  a pixel in the depth-guided pass starts marching a few steps before the first thing the
-  pixel's first blocks met (:func:`birdnerf.composite.infer.render_block`).
+  termination, blend slivers under 0.1 % dropped, and the first pass's surface reused: a block
+  that gains a pixel in the depth-guided pass starts marching a margin before the depth the
+  pixel's first blocks rendered (:func:`birdnerf.composite.infer.render_block`).
 - **reference**: the same two passes with the blocks' own
   :meth:`~birdnerf.train.model.BlockModel.render_eval`: every pixel renders from the blocks under
   its ground point; the blended depth re-assigns pixels, and blocks render the pixels they gained
@@ -239,14 +238,15 @@ def render_view(
         band = _Band(*_rays(cam, c2w, centers[r0 : r0 + n_rows], device))
         ground_w = frame.weights_at(ground_points(band.origins, band.dirs, ground_z))
         slots = _Slots.empty(ground_w)
-        frame.fill(slots, band, fast=fast, first_hit=fast)
+        frame.fill(slots, band, fast=fast)
         if depth_guided:
             first = blend_slots(slots)
             surface = _surface_points(band, first.dist, first.opacity, ground_z)
             guided = _Slots.empty(frame.weights_at(surface))
             _reuse(slots, guided)
-            # Blocks new to a pixel start marching just before the surface its first blocks saw.
-            band.t_start = slots.first_hit.amin(dim=1) if fast else None
+            # Blocks new to a pixel start marching just before the surface its first blocks saw
+            # (the first pass's depth less its spread: a few steps before the first hit).
+            band.t_start = first.dist if fast else None
             frame.fill(guided, band, fast=fast, todo=~guided.done)
             slots = guided
         blend = blend_slots(slots)
