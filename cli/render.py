@@ -22,10 +22,16 @@ def render_cmd(
     ),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder (default RUN/renders/<split|path>)."),
     video: bool = typer.Option(
-        False, "--video", help="Also write an animated GIF of the frames (RGB and depth)."
+        False, "--video", help="Also write a video of the frames (RGB and depth): MP4 (H.264), else GIF."
     ),
+    gif: bool = typer.Option(False, "--gif", help="Write the --video as an animated GIF instead of MP4."),
     no_depth_guided: bool = typer.Option(
-        False, "--no-depth-guided", help="Skip the second, depth-guided pass that re-assigns tall structures."
+        False,
+        "--no-depth-guided",
+        help="Assign pixels to blocks by their ground point, not by their rendered surface point.",
+    ),
+    reference: bool = typer.Option(
+        False, "--reference", help="Use the reference renderer (the fast path's twin, for checks)."
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
@@ -41,13 +47,16 @@ def render_cmd(
             split=split,
             camera_path=path,
             out_dir=out,
-            video="gif" if video else None,
+            video=("gif" if gif else "mp4") if video else None,
             depth_guided=not no_depth_guided,
+            fast=not reference,
             progress=progress,
             device=device,
         )
+    fps = len(summary.views) / max(summary.seconds, 1e-9)
     console.print(
-        f"{len(summary.views)} views in {summary.seconds:.1f} s ({summary.rays_per_second:,.0f} rays/s), "
+        f"{len(summary.views)} views in {summary.seconds:.1f} s "
+        f"({fps:.2f} frames/s, {summary.rays_per_second:,.0f} rays/s), "
         f"blocks loaded: {', '.join(summary.blocks_loaded)}"
     )
     console.print(f"renders: {summary.out_dir}")

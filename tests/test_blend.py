@@ -2,10 +2,20 @@ import numpy as np
 import pytest
 import torch
 
-from birdnerf.composite import block_weights, orbit_path, read_camera_path, visible_blocks, write_camera_path
+from birdnerf.composite import (
+    BlendIndex,
+    block_weights,
+    orbit_path,
+    read_camera_path,
+    visible_blocks,
+    write_camera_path,
+)
+from birdnerf.composite.blend import block_weights_reference
 from birdnerf.composite.path import look_at
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_scene
+from birdnerf.partition.layout import block_id, expanded_rects
+from birdnerf.partition.manifest import Block, Partition
 from tests.surveys import NADIR, lawnmower
 
 
@@ -23,6 +33,58 @@ def test_weights_are_a_partition_of_unity(partition):
     assert w.shape == (20000, 9)
     assert torch.all(w >= 0)
     torch.testing.assert_close(w.sum(dim=1), torch.ones(20000, dtype=w.dtype))
+
+
+def random_layout(rng: np.random.Generator) -> Partition:
+    """A grid as the partitioner or an update may leave it: uneven cores, overlaps in metres
+    (up to twice the narrowest core) or fractions, holes, and blocks too small to train."""
+    rows, cols = rng.integers(1, 7, size=2)
+    x_edges = np.cumsum(np.r_[rng.uniform(-50, 50), rng.uniform(2, 60, cols)])
+    y_edges = np.cumsum(np.r_[rng.uniform(-50, 50), rng.uniform(2, 60, rows)])
+    narrowest = min(np.diff(x_edges).min(), np.diff(y_edges).min())
+    overlap_m = rng.uniform(0, 2 * narrowest) if rng.random() < 0.5 else None
+    rects = expanded_rects(x_edges, y_edges, rng.uniform(0, 0.5), overlap_m)
+    blocks = []
+    for r in range(rows):
+        for c in range(cols):
+            if rows * cols > 1 and rng.random() < 0.2:
+                continue  # a hole: no block was ever made here
+            images = ["a.png", "b.png"] if rng.random() > 0.15 else []
+            core = [x_edges[c], y_edges[r], x_edges[c + 1], y_edges[r + 1]]
+            rect = rects[r, c].tolist()
+            blocks.append(Block(block_id(r, c), r, c, core, rect, [*rect[:2], 0, *rect[2:], 10], images, []))
+    if not any(b.trainable for b in blocks):
+        blocks[0].images = ["a.png", "b.png"]
+    return Partition("", PartitionConfig(), {"ground_z": 0.0}, x_edges.tolist(), y_edges.tolist(), blocks)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_weights_are_a_partition_of_unity_on_any_layout(seed):
+    rng = np.random.default_rng(seed)
+    part = random_layout(rng)
+    x, y = part.x_edges, part.y_edges
+    pts = np.column_stack(
+        [rng.uniform(x[0] - 30, x[-1] + 30, 5000), rng.uniform(y[0] - 30, y[-1] + 30, 5000)]
+    )
+    # Points on and next to every edge, where bands meet.
+    edges = np.array(np.meshgrid(x, y)).reshape(2, -1).T
+    pts = np.concatenate([pts, edges, edges + 1e-9, edges - 1e-9])
+    fraction = rng.uniform(0.1, 1.0)
+    sparse = BlendIndex(part, fraction).weights(torch.from_numpy(pts))
+    assert torch.all(sparse.weight >= 0)
+    assert torch.all(sparse.weight.sum(dim=1).sub(1).abs() <= 1e-6)
+    # The index agrees with a scan of every block's separable weight (no renormalisation
+    # hides bands that meet: the scan's weights are products, the index's pairs per axis).
+    dense = block_weights_reference(torch.from_numpy(pts), part, fraction)
+    torch.testing.assert_close(sparse.dense(len(part.blocks)), dense, atol=1e-9, rtol=0)
+    used = sparse.index[sparse.weight > 0]
+    assert all(part.blocks[b].trainable for b in used.unique().tolist())
+    # Inside a trainable block's core, away from its edges, that block has every bit of the weight.
+    for k, b in enumerate(part.blocks):
+        inner = torch.tensor([[(b.core[0] + b.core[2]) / 2, (b.core[1] + b.core[3]) / 2]])
+        w = BlendIndex(part, fraction=0.01).weights(inner)
+        if b.trainable:
+            assert w.index[0, 0] == k and w.weight[0, 0] == 1.0
 
 
 def test_owner_far_inside_a_block_is_that_block(partition):

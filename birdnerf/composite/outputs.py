@@ -50,14 +50,55 @@ def save_view(out_dir: Path, stem: str, view: ViewRender) -> dict[str, Path]:
     return paths
 
 
-def save_animation(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
-    """Write (H, W, 3) uint8 frames as an animated GIF (or MP4 when imageio with ffmpeg is present)."""
-    if path.suffix.lower() == ".mp4":
-        import imageio.v2 as imageio  # optional: only for MP4
+def mp4_available() -> bool:
+    """Whether MP4 can be written: the ``imageio-ffmpeg`` package and its bundled ffmpeg."""
+    try:
+        import imageio_ffmpeg
 
-        with atomic.atomic_path(path) as tmp:
-            imageio.mimwrite(tmp, frames, fps=fps, format="FFMPEG")
-        return path
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError, OSError):
+        return False
+    return True
+
+
+def save_mp4(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """Write (H, W, 3) uint8 frames as H.264 MP4 (yuv420p, plays everywhere) with the ffmpeg
+    that ``imageio-ffmpeg`` ships. Odd sizes are padded by one row/column (H.264 needs even)."""
+    import imageio_ffmpeg
+
+    h, w = frames[0].shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    with atomic.atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp),
+            (w + w % 2, h + h % 2),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            quality=8,
+            macro_block_size=1,
+            output_params=["-f", "mp4"],
+            ffmpeg_log_level="error",
+        )
+        writer.send(None)
+        try:
+            for frame in frames:
+                writer.send(np.ascontiguousarray(np.pad(frame, pad, mode="edge")))
+        finally:
+            writer.close()
+    return path
+
+
+def save_animation(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """Write (H, W, 3) uint8 frames as MP4 (H.264) or an animated GIF, by ``path``'s suffix.
+
+    Returns the path written: a ``.mp4`` request falls back to a ``.gif`` beside it when no
+    H.264 encoder is available.
+    """
+    if path.suffix.lower() == ".mp4":
+        if mp4_available():
+            return save_mp4(path, frames, fps)
+        path = path.with_suffix(".gif")
     images = [Image.fromarray(f) for f in frames]
     with atomic.atomic_path(path) as tmp:
         images[0].save(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from birdnerf.composite.blend import BlendIndex
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.outputs import colorize_depth, save_animation, save_view
 from birdnerf.composite.path import CameraPath
@@ -48,14 +49,18 @@ def render_run(
     video: str | None = None,
     cache_size: int = 8,
     depth_guided: bool = True,
+    fast: bool = True,
     progress: ProgressFn | None = None,
     device: str = "auto",
 ) -> RenderSummary:
     """Render the photos of ``split`` ("test", "train", "all") or the frames of ``camera_path``.
 
     Views go to ``out_dir`` (default ``RUN/renders/<split or "path">``) as PNGs; with ``video``
-    ("gif" or "mp4") the frames are also assembled into an animation of RGB and depth.
-    ``device``: where the block models run (``auto``: CUDA when available); images stay on the CPU.
+    ("mp4": H.264, or "gif") the frames are also assembled into an animation of RGB and depth
+    (MP4 falls back to GIF where no encoder is installed). ``fast`` picks the fast inference
+    path (False: the reference path, see :mod:`birdnerf.composite.view`). ``progress`` gets
+    frames/s and rays/s. ``device``: where the block models run (``auto``: CUDA when available);
+    images stay on the CPU.
     """
     run_dir = Path(run_dir)
     partition = read_partition(run_dir)
@@ -71,12 +76,17 @@ def render_run(
         jobs = [(camera_path.camera, c2w, f"frame_{k:04d}") for k, c2w in enumerate(camera_path.c2w)]
         label = "path"
     out = Path(out_dir) if out_dir else run_dir / "renders" / label
+    if video not in (None, "mp4", "gif"):
+        raise BirdnerfError(f"video must be mp4 or gif, not {video!r}")
     cache = BlockCache(run_dir, capacity=cache_size, device=resolve_device(device))
+    index = BlendIndex(partition)
     summary = RenderSummary(out_dir=out)
     frames, depth_frames = [], []
     start = time.perf_counter()
     for k, (cam, c2w, stem) in enumerate(jobs):
-        view = render_view(partition, cache, cam, np.asarray(c2w), depth_guided=depth_guided)
+        view = render_view(
+            partition, cache, cam, np.asarray(c2w), depth_guided=depth_guided, fast=fast, index=index
+        )
         save_view(out, stem, view)
         summary.views.append(stem)
         summary.rays += cam.width * cam.height
@@ -85,7 +95,8 @@ def render_run(
             depth_frames.append(view.depth.numpy())
         if progress:
             elapsed = time.perf_counter() - start
-            progress(k + 1, len(jobs), {"rays/s": summary.rays / max(elapsed, 1e-9)})
+            rate = max(elapsed, 1e-9)
+            progress(k + 1, len(jobs), {"frames/s": (k + 1) / rate, "rays/s": summary.rays / rate})
     summary.seconds = time.perf_counter() - start
     summary.blocks_loaded = list(cache.loads)
     if video:

@@ -1,29 +1,53 @@
 """Projection-guided rendering of a novel view from the blocks that own its pixels.
 
-Pass 1: each pixel's ray is cut by the ground plane; the bird-view point gives blending weights
-over blocks (:mod:`birdnerf.composite.blend`); every block with a non-zero weight renders those
-pixels, and colours and depths are blended. Pass 2 (depth-guided): the rendered surface point
-``o + depth * d`` is projected to bird view again; where tall structures or oblique rays put the
-true surface in another block, the weights are recomputed there and the missing blocks render
-the pixels they now own. Only blocks with non-zero weight are ever loaded.
+Each pixel's ray is cut by the ground plane; the bird-view point gives blend weights over at
+most 2 x 2 blocks, read from a grid index (:class:`birdnerf.composite.blend.BlendIndex`), so the
+cost is set by the view, never by the size of the site. Depth-guided assignment is per pixel: the
+surface point ``o + depth * d`` of a pixel that hits something is projected to bird view, and that
+pixel's weights are the weights there. A pixel's owner therefore changes only where its surface
+point crosses a core edge, whatever its neighbours do: seams are stable along a camera path.
+
+Blending is alpha-aware: a block counts in proportion to its blend weight times its own opacity
+along the ray, renormalised, so a block that sees nothing along a ray (the ray leaves its box,
+or crosses only its empty space) never darkens or flattens the pixel.
+
+Two paths render the same composite:
+
+- **fast** (default): no autograd, the blocks' compiled fields, occupancy skipping and early
+  termination, blend slivers under 0.1 % dropped, and the first pass's surface reused: a block
+  that gains a pixel in the depth-guided pass starts marching a margin before the depth the
+  pixel's first blocks rendered (:func:`birdnerf.composite.infer.render_block`).
+- **reference**: the same two passes with the blocks' own
+  :meth:`~birdnerf.train.model.BlockModel.render_eval`: every pixel renders from the blocks under
+  its ground point; the blended depth re-assigns pixels, and blocks render the pixels they gained
+  marching from their box's entry.
+
+Frames are rendered in bands of rows of at most ``tile_pixels`` pixels, so memory is bounded
+whatever the frame size.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from birdnerf.composite.blend import block_weights
+from birdnerf.composite.blend import SLOTS, BlendIndex, SparseWeights
 from birdnerf.composite.cache import BlockCache
+from birdnerf.composite.infer import render_block
 from birdnerf.partition.manifest import Partition
 from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.data import ground_points
 
 MIN_WEIGHT = 1e-6
+FAST_MIN_WEIGHT = 1e-3
+HIT_OPACITY = 0.5
+"""A ray whose opacity reaches this has a surface point (its depth) to assign it by."""
+ALPHA_EPS = 1e-6
 
 
 @dataclass
@@ -34,12 +58,14 @@ class ViewRender:
         rgb: (H, W, 3) colours in [0, 1].
         depth: (H, W) z-depth along the camera's optical axis, metres.
         opacity: (H, W) accumulated opacity.
-        block_map: (H, W) index into ``partition.blocks`` of the block with the largest weight.
+        block_map: (H, W) index into ``partition.blocks`` of the block with the largest blend
+            weight at the pixel's surface point (its ground point where the ray hits nothing).
         blocks: ids of the blocks that rendered any pixel.
-        reassigned: pixels whose owning block changed in the depth-guided pass.
-        weights: final blend weight (H, W) of each block in ``blocks``; ``rgb`` is the sum over
-            blocks of weight x the block's colour. Weights come from depths, which appearance
-            codes do not change, so they hold for any codes (see :mod:`birdnerf.eval.appearance`).
+        reassigned: pixels whose owning block differs from the one under their ground point.
+        weights: weight (H, W) of each block in ``blocks``: ``rgb`` is the sum over blocks of
+            weight x the block's (opacity-premultiplied) colour. The weights follow from blend
+            weights and opacities, which appearance codes do not change, so they hold for any
+            codes (see :mod:`birdnerf.eval.appearance`).
     """
 
     rgb: Tensor
@@ -51,43 +77,121 @@ class ViewRender:
     weights: dict[str, Tensor] = field(default_factory=dict)
 
 
-class _Renders:
-    """Per-block outputs over the view's pixels, filled in as blocks render more of them."""
+@dataclass
+class _Slots:
+    """Per pixel of a band and per blend slot: what that slot's block rendered there."""
 
-    def __init__(self, n_pixels: int):
-        self.n = n_pixels
-        self.out: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}  # rgb, dist, opacity, done
+    weights: SparseWeights
+    rgb: Tensor  # (N, SLOTS, 3), opacity-premultiplied
+    dist: Tensor  # (N, SLOTS) distance along the ray
+    opacity: Tensor  # (N, SLOTS)
+    first_hit: Tensor  # (N, SLOTS), inf where the ray meets nothing
+    done: Tensor | None = None  # (N, SLOTS) slots already rendered, when some were reused
 
-    def ensure(self, b: int, need: Tensor, render) -> None:
-        if b not in self.out:
-            self.out[b] = (
-                torch.zeros(self.n, 3),
-                torch.zeros(self.n),
-                torch.zeros(self.n),
-                torch.zeros(self.n, dtype=torch.bool),
-            )
-        rgb, dist, opacity, done = self.out[b]
-        todo = need & ~done
-        if todo.any():
-            res = render(b, todo)
-            rgb[todo], dist[todo], opacity[todo] = res.rgb, res.depth, res.opacity
-            done |= todo
-
-    def blend(self, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        rgb, dist, opacity = torch.zeros(self.n, 3), torch.zeros(self.n), torch.zeros(self.n)
-        for b, (rgb_b, dist_b, op_b, _) in self.out.items():
-            w = weights[:, b]
-            rgb += w[:, None] * rgb_b
-            dist += w * dist_b
-            opacity += w * op_b
-        return rgb, dist, opacity
+    @classmethod
+    def empty(cls, weights: SparseWeights) -> _Slots:
+        n, like = weights.index.shape[0], weights.weight
+        return cls(
+            weights,
+            like.new_zeros(n, SLOTS, 3),
+            like.new_zeros(n, SLOTS),
+            like.new_zeros(n, SLOTS),
+            like.new_full((n, SLOTS), math.inf),
+        )
 
 
-def visible_blocks(partition: Partition, cam: Camera, c2w: np.ndarray, fraction: float = 0.5) -> list[str]:
-    """Ids of the blocks that have a non-zero weight at some pixel's ground point."""
-    o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[::4, ::4])
-    w = block_weights(ground_points(o, d, partition.frame["ground_z"]).reshape(-1, 2), partition, fraction)
-    return [partition.blocks[b].id for b in torch.nonzero(w.amax(dim=0) > MIN_WEIGHT).flatten().tolist()]
+@dataclass
+class _Blend:
+    """Blended outputs of a band's pixels (N), and each slot's effective weight (N, SLOTS)."""
+
+    rgb: Tensor
+    dist: Tensor
+    opacity: Tensor
+    effective: Tensor
+
+
+def blend_slots(slots: _Slots) -> _Blend:
+    """Alpha-aware blend: slot weights ``w_b o_b / sum(w o)``; plain ``w_b`` where nothing is opaque.
+
+    The colour is the opacity-weighted mean of the blocks' own colours, times the blended
+    opacity; depth is the opacity-weighted mean distance.
+    """
+    w = slots.weights.weight
+    wo = w * slots.opacity
+    total = wo.sum(dim=1, keepdim=True)
+    seen = total > ALPHA_EPS
+    share = torch.where(seen, wo / total.clamp_min(ALPHA_EPS), w)  # weight of each block's surface
+    opacity = (share * slots.opacity).sum(dim=1)
+    # rgb = sum_b share_b * (rgb_b / o_b) * opacity = sum_b w_b rgb_b * opacity / total
+    effective = torch.where(seen, w * (opacity[:, None] / total.clamp_min(ALPHA_EPS)), w)
+    rgb = (effective[:, :, None] * slots.rgb).sum(dim=1)
+    dist = (share * slots.dist).sum(dim=1)
+    return _Blend(rgb, dist, opacity, effective)
+
+
+@dataclass
+class _Band:
+    """One band of rows: its rays, and (fast path) where the first thing along them was met."""
+
+    origins: Tensor
+    dirs: Tensor
+    t_start: Tensor | None = None
+
+
+class _Frame:
+    """Render context of one view: partition, index, cache, codes, device, options."""
+
+    def __init__(self, partition, index, cache, appearance, device, min_weight):
+        self.partition, self.index, self.cache = partition, index, cache
+        self.codes = appearance or {}
+        self.device = device
+        self.min_weight = min_weight
+        self.used: set[int] = set()
+
+    def fill(self, slots: _Slots, band: _Band, *, fast: bool, first_hit: bool = False, todo=None) -> None:
+        """Render, for every block, the band's pixels where it has a weight (and ``todo`` is set)."""
+        w = slots.weights
+        for b in w.blocks():
+            hit = (w.index == b) & (w.weight > self.min_weight)
+            if todo is not None:
+                hit &= todo
+            rows, slot = torch.nonzero(hit, as_tuple=True)
+            if rows.numel() == 0:
+                continue
+            block = self.partition.blocks[b]
+            model = self.cache.get(block)
+            code = self.codes.get(block.id)
+            o, d = band.origins[rows], band.dirs[rows]
+            if fast:
+                t0 = None if band.t_start is None else band.t_start[rows]
+                out = render_block(model, o, d, appearance=code, t_start=t0, first_hit=first_hit)
+            else:
+                out = model.render_eval(o, d, appearance=code)
+            slots.rgb[rows, slot] = out.rgb.to(slots.rgb.dtype)
+            slots.dist[rows, slot] = out.depth.to(slots.dist.dtype)
+            slots.opacity[rows, slot] = out.opacity.to(slots.opacity.dtype)
+            if out.first_hit is not None:
+                slots.first_hit[rows, slot] = out.first_hit.to(slots.first_hit.dtype)
+            self.used.add(b)
+
+    def weights_at(self, points: Tensor) -> SparseWeights:
+        w = self.index.weights(points)
+        keep = w.weight > self.min_weight
+        weight = torch.where(keep, w.weight, torch.zeros_like(w.weight))
+        weight = weight / weight.sum(dim=1, keepdim=True)
+        return SparseWeights(torch.where(keep, w.index, torch.full_like(w.index, -1)), weight)
+
+
+def _rays(cam: Camera, c2w: np.ndarray, pixels: Tensor, device) -> tuple[Tensor, Tensor]:
+    o, d = camera_rays(cam, torch.from_numpy(c2w), pixels)
+    return o.reshape(-1, 3).float().to(device), d.reshape(-1, 3).float().to(device)
+
+
+def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float) -> Tensor:
+    """Bird-view surface point of each ray: ``o + dist d`` where it hits, else its ground point."""
+    ground = ground_points(band.origins, band.dirs, ground_z)
+    surface = band.origins[:, :2] + band.dirs[:, :2] * dist[:, None]
+    return torch.where((opacity > HIT_OPACITY)[:, None], surface, ground.to(surface.dtype))
 
 
 @torch.no_grad()
@@ -101,49 +205,91 @@ def render_view(
     depth_guided: bool = True,
     blend_fraction: float = 0.5,
     appearance: dict[str, Tensor] | None = None,
+    fast: bool = True,
+    tile_pixels: int = 1 << 16,
+    index: BlendIndex | None = None,
 ) -> ViewRender:
     """Render camera (``cam``, ``c2w`` OpenCV camera-to-world in the run's frame) from the blocks.
 
-    ``appearance`` maps block ids to an appearance code (A,) for that block's rays (e.g. codes
-    fitted to a held-out photo); blocks not in it use the mean of their photos' codes. The cached
-    models are not changed.
+    Args:
+        depth_guided: assign pixels by their surface point (else by their ground point).
+        blend_fraction: blend half-width as a fraction of the overlap.
+        appearance: block id -> appearance code (A,) for that block's rays (e.g. codes fitted to
+            a held-out photo); blocks not in it use the mean of their photos' codes. The cached
+            models are not changed.
+        fast: the fast inference path (see the module's docstring); False: the reference path.
+        tile_pixels: pixels rendered at once (whole rows; at least one row).
+        index: the partition's :class:`BlendIndex` (built here when None).
     """
-    codes = appearance or {}
+    device = cache.device
+    index = index or BlendIndex(partition, blend_fraction)
+    # The fast path drops blend slivers under 0.1 % (renormalised): a field pass for nothing visible.
+    frame = _Frame(partition, index, cache, appearance, device, FAST_MIN_WEIGHT if fast else MIN_WEIGHT)
     ground_z = float(partition.frame["ground_z"])
-    origins, dirs = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64))
-    origins, dirs = origins.reshape(-1, 3).float(), dirs.reshape(-1, 3).float()
-    renders = _Renders(origins.shape[0])
-
-    def render(b: int, mask: Tensor):
-        block = partition.blocks[b]
-        return cache.get(block).render_eval(origins[mask], dirs[mask], appearance=codes.get(block.id))
-
-    def composite(weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        for b in torch.nonzero(weights.amax(dim=0) > MIN_WEIGHT).flatten().tolist():
-            renders.ensure(b, weights[:, b] > MIN_WEIGHT, render)
-        return renders.blend(weights)
-
-    weights = block_weights(ground_points(origins, dirs, ground_z), partition, blend_fraction)
-    rgb, dist, opacity = composite(weights)
-    reassigned = 0
-    if depth_guided:
-        hit = opacity > 0.5
-        surface = origins + dirs * dist[:, None]
-        surface_xy = torch.where(hit[:, None], surface[:, :2], ground_points(origins, dirs, ground_z))
-        guided = block_weights(surface_xy, partition, blend_fraction)
-        reassigned = int((guided.argmax(dim=1) != weights.argmax(dim=1)).sum())
-        if reassigned:
-            weights = guided
-            rgb, dist, opacity = composite(weights)
-    forward = torch.from_numpy(c2w[:3, 2]).float()
-    z_depth = dist * (dirs @ forward)
     h, w = cam.height, cam.width
+    rgb, dist = torch.zeros(h * w, 3, device=device), torch.zeros(h * w, device=device)  # dist: z-depth
+    opacity = torch.zeros(h * w, device=device)
+    owner = torch.zeros(h * w, dtype=torch.long, device=device)
+    effective: dict[int, Tensor] = {}
+    reassigned = 0
+    centers = pixel_centers(cam, torch.float64)
+    forward = torch.from_numpy(c2w[:3, 2]).float().to(device)
+    band_rows = max(1, tile_pixels // w)
+    for r0 in range(0, h, band_rows):
+        n_rows = min(band_rows, h - r0)
+        band = _Band(*_rays(cam, c2w, centers[r0 : r0 + n_rows], device))
+        ground_w = frame.weights_at(ground_points(band.origins, band.dirs, ground_z))
+        slots = _Slots.empty(ground_w)
+        frame.fill(slots, band, fast=fast)
+        if depth_guided:
+            first = blend_slots(slots)
+            surface = _surface_points(band, first.dist, first.opacity, ground_z)
+            guided = _Slots.empty(frame.weights_at(surface))
+            _reuse(slots, guided)
+            # Blocks new to a pixel start marching just before the surface its first blocks saw
+            # (the first pass's depth less its spread: a few steps before the first hit).
+            band.t_start = first.dist if fast else None
+            frame.fill(guided, band, fast=fast, todo=~guided.done)
+            slots = guided
+        blend = blend_slots(slots)
+        lo, hi = r0 * w, (r0 + n_rows) * w
+        rgb[lo:hi], dist[lo:hi], opacity[lo:hi] = blend.rgb, blend.dist * (band.dirs @ forward), blend.opacity
+        owner[lo:hi] = slots.weights.owner()
+        reassigned += int((owner[lo:hi] != ground_w.owner()).sum())
+        for s in range(SLOTS):
+            idx = slots.weights.index[:, s]
+            for b in idx[idx >= 0].unique().tolist():
+                dense = effective.setdefault(b, torch.zeros(h * w, device=device))
+                dense[lo:hi] += torch.where(idx == b, blend.effective[:, s], 0.0)
+    used = sorted(frame.used)
     return ViewRender(
         rgb=rgb.clamp(0, 1).reshape(h, w, 3),
-        depth=z_depth.reshape(h, w),
+        depth=dist.reshape(h, w),
         opacity=opacity.reshape(h, w),
-        block_map=weights.argmax(dim=1).reshape(h, w),
-        blocks=[partition.blocks[b].id for b in sorted(renders.out)],
+        block_map=owner.reshape(h, w),
+        blocks=[partition.blocks[b].id for b in used],
         reassigned=reassigned,
-        weights={partition.blocks[b].id: weights[:, b].reshape(h, w) for b in sorted(renders.out)},
+        weights={partition.blocks[b].id: effective[b].reshape(h, w) for b in used if b in effective},
     )
+
+
+def _reuse(first: _Slots, guided: _Slots) -> None:
+    """Copy into ``guided`` what ``first`` already rendered for the same (pixel, block)."""
+    guided.done = torch.zeros_like(guided.weights.index, dtype=torch.bool)
+    for s in range(SLOTS):
+        for t in range(SLOTS):
+            block = guided.weights.index[:, s]
+            same = (block == first.weights.index[:, t]) & (block >= 0) & (first.weights.weight[:, t] > 0)
+            if same.any():
+                guided.rgb[same, s] = first.rgb[same, t]
+                guided.dist[same, s] = first.dist[same, t]
+                guided.opacity[same, s] = first.opacity[same, t]
+                guided.done[same, s] = True
+
+
+def visible_blocks(partition: Partition, cam: Camera, c2w: np.ndarray, fraction: float = 0.5) -> list[str]:
+    """Ids of the blocks that have a non-zero weight at some pixel's ground point (every 4th)."""
+    o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[::4, ::4])
+    ground = ground_points(o, d, partition.frame["ground_z"]).reshape(-1, 2)
+    w = BlendIndex(partition, fraction).weights(ground)
+    return [partition.blocks[b].id for b in w.blocks()]

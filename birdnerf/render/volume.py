@@ -121,6 +121,9 @@ class RenderOutput(NamedTuple):
             camera z), 0 for rays without opacity.
         weights: (S,) per-sample weights (None from :func:`render_rays`).
         transmittance: (S,) per-sample transmittance (None from :func:`render_rays`).
+        first_hit: (N,) where each ray's opacity first reaches ``first_hit_opacity`` (the start
+            of that sample's interval; ``inf`` for rays that never do), when
+            :func:`render_rays` was asked for it.
     """
 
     rgb: Tensor
@@ -128,6 +131,7 @@ class RenderOutput(NamedTuple):
     depth: Tensor
     weights: Tensor | None = None
     transmittance: Tensor | None = None
+    first_hit: Tensor | None = None
 
 
 def volume_render(
@@ -216,6 +220,8 @@ def render_rays(
     samples_per_round: int = 64,
     early_stop_eps: float = 1e-4,
     background: Tensor | None = None,
+    first_hit_opacity: float | None = None,
+    window_steps: int | None = None,
 ) -> RenderOutput:
     """Evaluation rendering with early ray termination (no gradients).
 
@@ -234,6 +240,11 @@ def render_rays(
         samples_per_round: samples per ray and round; larger rounds mean fewer, bigger field calls.
         early_stop_eps: transmittance below which a ray stops.
         background: (3,) or (N, 3) colour behind the rays, or None.
+        first_hit_opacity: if given, also find where each ray's opacity first reaches it
+            (``RenderOutput.first_hit``): where a surface, or the first thing before it, begins.
+        window_steps: march at most this many steps of each ray per round (uniform steps only).
+            The samples are the same (rounds resume on the step grid), but a round no longer
+            walks every step to ``t_far`` when the ray will stop long before it.
 
     Returns:
         :class:`RenderOutput` with ``weights`` and ``transmittance`` None.
@@ -244,13 +255,17 @@ def render_rays(
     depth_sum = t_near.new_zeros(n_rays)
     optical = t_near.new_zeros(n_rays)
     t_cur = t_near.clone()
+    first_hit = None if first_hit_opacity is None else t_near.new_full((n_rays,), math.inf)
     active = torch.nonzero(t_far > t_near).squeeze(1)
     while active.numel() > 0:
+        t_end = t_far[active]
+        if window_steps is not None and cone_angle == 0.0:
+            t_end = torch.minimum(t_end, t_cur[active] + window_steps * step_size)
         marched = march_rays(
             origins[active],
             dirs[active],
             t_cur[active],
-            t_far[active],
+            t_end,
             step_size,
             grid,
             cone_angle=cone_angle,
@@ -266,9 +281,15 @@ def render_rays(
             opacity.index_add_(0, rays, weights)
             rgb.index_add_(0, rays, weights[:, None] * rgbs.to(rgb.dtype))
             depth_sum.index_add_(0, rays, weights * 0.5 * (marched.t_starts + marched.t_ends))
+            if first_hit is not None:
+                # Optical depth at each sample's end: earlier rounds + this round up to it.
+                step = sigmas * (marched.t_ends - marched.t_starts)
+                after = optical[rays] + exclusive_sum_per_ray(step, marched.ray_indices) + step
+                reached = after >= -math.log1p(-first_hit_opacity)
+                first_hit.scatter_reduce_(0, rays[reached], marched.t_starts[reached], reduce="amin")
             optical.index_add_(0, rays, sigmas * (marched.t_ends - marched.t_starts))
         t_cur[active] = marched.t_resume
         alive = (marched.t_resume < t_far[active]) & (torch.exp(-optical[active]) >= early_stop_eps)
         active = active[alive]
     depth = depth_sum / opacity.clamp_min(1e-10)
-    return RenderOutput(composite_background(rgb, opacity, background), opacity, depth)
+    return RenderOutput(composite_background(rgb, opacity, background), opacity, depth, first_hit=first_hit)

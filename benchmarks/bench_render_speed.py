@@ -1,0 +1,101 @@
+"""Composited rendering speed: the fast inference path against the reference path, in one run.
+
+Renders the held-out photos of a trained run (views at survey altitude) and the demo's fly-over
+frames, each view with both paths back to back (after one warm-up view each), and prints rays/s
+and CPU seconds per frame of both (CPU time is steadier than wall time on a shared machine),
+the fast/reference ratios, and the PSNR between the two images (the parity test asks
+>= 40 dB). Field samples per pixel are counted too: they, not the machine's load, say where the
+time goes.
+
+    python benchmarks/bench_render_speed.py --run /tmp/demo/run        # a trained run
+    python benchmarks/bench_render_speed.py --out /tmp/demo            # runs `birdnerf demo` first
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, help="a trained run directory")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/birdnerf-demo"), help="demo folder (no --run)")
+    parser.add_argument("--views", type=int, default=6, help="held-out photos to render")
+    parser.add_argument("--path-frames", type=int, default=6, help="fly-over frames to render")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's birdnerf
+
+    import torch
+
+    from birdnerf.composite import BlendIndex, BlockCache, flyover_path, render_view
+    from birdnerf.partition import load_scene, read_partition
+    from birdnerf.train.model import BlockModel
+
+    torch.set_flush_denormal(True)
+    run = args.run
+    if run is None:
+        from birdnerf.demo import run_demo
+
+        run = run_demo(args.out).run_dir
+    partition = read_partition(run)
+    scene = load_scene(partition)
+    index = BlendIndex(partition)
+    cache = BlockCache(run)
+    altitude = float(scene.centers[:, 2].mean() - partition.frame["ground_z"])
+    path = flyover_path(partition, scene.cameras[0], altitude, frames=args.path_frames)
+    views = {
+        "held-out photos": [(scene.cameras[i], scene.c2w[i]) for i in scene.indices("test")[: args.views]],
+        "fly-over": [(path.camera, c2w) for c2w in path.c2w],
+    }
+    samples = [0]
+    query = BlockModel.query
+
+    def counting_query(self, points, *rest, **kw):
+        samples[0] += points.shape[0]
+        return query(self, points, *rest, **kw)
+
+    BlockModel.query = counting_query
+    cam, c2w = views["held-out photos"][0]
+    for fast in (False, True):  # warm-up: compile the field, load the blocks
+        render_view(partition, cache, cam, c2w, fast=fast, index=index)
+
+    print(f"{'views':16} {'path':9} {'rays/s':>9} {'s/frame':>8} {'CPU s/frame':>11} {'samples/px':>10}")
+    for name, jobs in views.items():
+        seconds = {False: 0.0, True: 0.0}
+        cpu = {False: 0.0, True: 0.0}
+        counts = {False: 0, True: 0}
+        psnr = []
+        rays = sum(cam.width * cam.height for cam, _ in jobs)
+        for cam, c2w in jobs:
+            images = {}
+            for fast in (False, True):
+                samples[0] = 0
+                t0, c0 = time.perf_counter(), time.process_time()
+                images[fast] = render_view(partition, cache, cam, c2w, fast=fast, index=index).rgb
+                seconds[fast] += time.perf_counter() - t0
+                cpu[fast] += time.process_time() - c0
+                counts[fast] += samples[0]
+            mse = float(((images[True] - images[False]) ** 2).mean())
+            psnr.append(-10 * np.log10(max(mse, 1e-20)))
+        for fast in (False, True):
+            label = "fast" if fast else "reference"
+            print(
+                f"{name:16} {label:9} {rays / seconds[fast]:9,.0f} {seconds[fast] / len(jobs):8.3f} "
+                f"{cpu[fast] / len(jobs):11.3f} {counts[fast] / rays:10.1f}"
+            )
+        print(
+            f"{name:16} fast/reference: {seconds[False] / seconds[True]:.2f}x rays/s "
+            f"({cpu[False] / cpu[True]:.2f}x by CPU time); "
+            f"parity PSNR min {min(psnr):.1f} dB over {len(jobs)} views"
+        )
+
+
+if __name__ == "__main__":
+    main()
