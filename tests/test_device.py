@@ -75,7 +75,7 @@ def test_a_tcnn_block_without_tinycudann_is_one_clear_error(cpu_trained, tmp_pat
 
 def test_reference_weights_never_pick_tcnn():
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        assert backend_for_layout("reference", torch.device(device)) in ("torch", "compiled")
+        assert backend_for_layout("reference", torch.device(device)) in ("torch", "compiled", "fused")
 
 
 def test_tcnn_reference_places_vertices_as_tcnn_does():

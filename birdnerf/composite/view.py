@@ -262,14 +262,15 @@ def render_view(
                 dense = effective.setdefault(b, torch.zeros(h * w, device=device))
                 dense[lo:hi] += torch.where(idx == b, blend.effective[:, s], 0.0)
     used = sorted(frame.used)
+    # The images come back on the CPU whatever device the blocks ran on.
     return ViewRender(
-        rgb=rgb.clamp(0, 1).reshape(h, w, 3),
-        depth=dist.reshape(h, w),
-        opacity=opacity.reshape(h, w),
-        block_map=owner.reshape(h, w),
+        rgb=rgb.clamp(0, 1).reshape(h, w, 3).cpu(),
+        depth=dist.reshape(h, w).cpu(),
+        opacity=opacity.reshape(h, w).cpu(),
+        block_map=owner.reshape(h, w).cpu(),
         blocks=[partition.blocks[b].id for b in used],
         reassigned=reassigned,
-        weights={partition.blocks[b].id: effective[b].reshape(h, w) for b in used if b in effective},
+        weights={partition.blocks[b].id: effective[b].reshape(h, w).cpu() for b in used if b in effective},
     )
 
 
