@@ -146,7 +146,7 @@ def run_demo(
     progress, done = stage("video")
     altitude = float(scene.centers[:, 2].mean() - partition.frame["ground_z"])
     path = flyover_path(partition, scene.cameras[0], altitude, frames=config.video_frames)
-    summary = render_run(run_dir, camera_path=path, video="gif", progress=progress)
+    summary = render_run(run_dir, camera_path=path, video="mp4", progress=progress)
     done()
     return DemoResult(
         run_dir=run_dir,

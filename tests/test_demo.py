@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 
+import imageio_ffmpeg
 import pytest
 import torch
 from PIL import Image
@@ -50,14 +51,16 @@ def test_demo_renders_scores_and_resumes(mini_dataset, tmp_path):
     assert own["baseline_ssim"] + 0.07 < result.ssim <= 1.0, (result.ssim, own)
     assert set(result.trained) == {"r00c00", "r00c01"}
     assert all(r["quality"]["margin_db"] > 3.0 for r in result.trained.values()), result.trained
-    # Each held-out photo: RGB, depth and block-id images of the camera's size; the fly-over: GIFs.
+    # Each held-out photo: RGB, depth and block-id images of the camera's size; the fly-over: MP4s.
     for photo in scores["per_photo"]:
         stem = result.renders / "test" / photo["name"].replace("/", "_").removesuffix(".png")
         for suffix in (".png", ".depth.png", ".blocks.png"):
             assert Image.open(f"{stem}{suffix}").size == (80, 60)
     for animation in (result.video, result.depth_video):
-        with Image.open(animation) as gif:
-            assert gif.format == "GIF" and gif.n_frames == 3 and gif.size == (80, 60)
+        frames = imageio_ffmpeg.read_frames(str(animation))
+        meta = next(frames)
+        assert animation.suffix == ".mp4" and meta["codec"] == "h264" and meta["size"] == (80, 60)
+        assert sum(1 for _ in frames) == 3
 
     again = run_demo(tmp_path, config)  # an interrupted or repeated demo reuses finished stages
     assert _model_hashes(result.run_dir) == models
