@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from birdnerf.atomic import pid_alive
 from birdnerf.errors import BirdnerfError
 
 LOCK_FILE = ".lock"
@@ -35,16 +36,6 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock; the record alone then guards the run
     fcntl = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _read_holder(fd: int) -> dict:
@@ -119,7 +110,7 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
         old = _read_holder(fd)
         if old:
             here = old.get("host") == socket.gethostname()
-            if fcntl is None and here and _pid_alive(int(old.get("pid", -1))):
+            if fcntl is None and here and pid_alive(int(old.get("pid", -1))):
                 raise BirdnerfError(f"run is in use by {describe(old)}", run_dir)
             logger.warning(
                 "%s: took over the lock left by %s, which is no longer running", run_dir, describe(old)
