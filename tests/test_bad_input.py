@@ -168,3 +168,27 @@ def test_folders_left_by_a_killed_import_are_removed_at_the_next_start(tmp_path)
     tmp = partial_dir(out)
     assert tmp.parent == tmp_path and tmp.name.startswith(f".data.{os.getpid()}.")
     assert not dead.exists() and live.exists() and other.exists()
+
+
+PHOTO_DAMAGE = {
+    "empty file": (lambda p: p.write_bytes(b""), "empty file"),
+    "not an image": (lambda p: p.write_text("not a photo"), "not a readable image"),
+    "wrong size": (
+        lambda p: Image.new("RGB", (40, 30)).save(p, format="PNG"),
+        "is 40x30, its camera says 80x60",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PHOTO_DAMAGE))
+def test_partition_reads_every_photo_header_and_lists_the_bad_ones(case, mini_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(mini_dataset, data)
+    damage, needle = PHOTO_DAMAGE[case]
+    photos = sorted((data / "images").iterdir())
+    for photo in photos[3:5]:
+        damage(photo)
+    result = CliRunner().invoke(app, ["partition", str(data), "-o", str(tmp_path / "run")])
+    line = one_error_line(result, str(data), f"2 of {len(photos)} photos are unusable", needle)
+    assert photos[3].name in line and photos[4].name in line
+    assert not (tmp_path / "run" / "partition.json").exists()

@@ -209,11 +209,14 @@ def partition_dataset(
     """
     from birdnerf.partition.manifest import MANIFEST, read_partition, to_json, write_partition
     from birdnerf.partition.plot import plot_partition
+    from birdnerf.scene.images import check_photos
     from birdnerf.scene.load import load_dataset
 
     config = config or PartitionConfig()
     config.check()
-    scene, frame = scene_to_world(load_dataset(data), config.ground_z, config.z_range)
+    raw = load_dataset(data)
+    check_photos(raw.image_paths, raw.cameras, raw.names, Path(data))
+    scene, frame = scene_to_world(raw, config.ground_z, config.z_range)
     check_user_geometry(scene, frame, config)
     partition = partition_scene(scene, config, dataset=dataset_label(Path(data)), frame=frame)
     run_dir = Path(run_dir)

@@ -28,6 +28,33 @@ def load_rgb(path: str | Path, cam: Camera | None = None) -> np.ndarray:
     return rgb
 
 
+def photo_problem(path: Path, cam: Camera) -> str | None:
+    """Why the photo at ``path`` cannot be used with camera ``cam`` (from its header alone:
+    missing, empty, not an image, or not the camera's size), or None when it looks usable."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as im:
+            size = im.size
+    except FileNotFoundError:
+        return "not found"
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return f"not a readable image ({type(err).__name__})"
+    if size != (cam.width, cam.height):
+        return f"is {size[0]}x{size[1]}, its camera says {cam.width}x{cam.height}"
+    return None
+
+
+def check_photos(paths: list[Path], cameras: list[Camera], names: list[str], source: Path) -> None:
+    """Read every photo's header (fast: no pixels are decoded) and refuse the dataset, listing the
+    first bad photos, when any is missing, empty, not an image or not its camera's size."""
+    bad = [(n, why) for p, c, n in zip(paths, cameras, names, strict=True) if (why := photo_problem(p, c))]
+    if bad:
+        listed = "; ".join(f"{name}: {why}" for name, why in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise BirdnerfError(f"{len(bad)} of {len(names)} photos are unusable: {listed}{more}", source)
+
+
 def _to_rgb8(im: Image.Image) -> np.ndarray:
     """8-bit RGB of any photo. 16-bit grey (``I;16``, or ``I`` holding values above 255) is scaled
     from its full 16-bit range; Pillow's own conversion would clip it to white."""

@@ -15,6 +15,7 @@ from birdnerf.geo.enu import GeoPoint, enu_to_enu
 from birdnerf.partition.manifest import Partition, read_partition
 from birdnerf.partition.partition import apply_frame, dataset_label, load_scene
 from birdnerf.runlock import locks_run
+from birdnerf.scene.images import check_photos
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
@@ -118,6 +119,7 @@ def prepare_update(run_dir: str | Path, data: str | Path, options: UpdateOptions
     scene = load_scene(current)
     raw = load_dataset(data)
     raw.validate()
+    check_photos(raw.image_paths, raw.cameras, raw.names, Path(data))
     check_same_frame(scene, raw, Path(data))
     check_new_content(scene, raw, Path(data))
     transform = source_transform(current.frame, scene.geo, raw)
