@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -13,7 +12,6 @@ import torch
 
 from birdnerf import atomic
 from birdnerf.device import resolve_device
-from birdnerf.errors import BirdnerfError
 from birdnerf.eval.metrics import psnr_from_mse
 from birdnerf.field import FieldConfig
 from birdnerf.partition.manifest import Block
@@ -22,10 +20,11 @@ from birdnerf.render.volume import distortion_loss
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train import checkpoint as ckpt
-from birdnerf.train.model import REFERENCE_LAYOUT, BlockModel, RenderConfig
+from birdnerf.train.model import BlockModel, RenderConfig
 from birdnerf.train.optim import LazyAdam
-from birdnerf.train.pixels import BlockPixels, block_pixels
+from birdnerf.train.pixels import block_pixels
 from birdnerf.train.quality import block_quality
+from birdnerf.train.record import check_same_model, config_record, init_from_model
 
 
 @dataclass
@@ -178,7 +177,7 @@ def train_block(
     samples_per_ray: float | None = None  # measured by the last step; sizes the next draw
     state_path = out / "checkpoint.pt"
     if resume and state_path.exists():
-        _check_same_model(out / "config.json", model)
+        check_same_model(out / "config.json", model)
         state = ckpt.load_tensors(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -195,7 +194,7 @@ def train_block(
         if init_from is not None:
             init_from_model(model, Path(init_from), block.images)
     hold = config.occupancy_warmup if init_from is not None else 0
-    record = _config_record(model, config, block, rays)
+    record = config_record(model, config, block, rays)
     record["init_from"] = None if init_from is None else Path(init_from).name
     atomic.write_json(out / "config.json", record)
 
@@ -322,81 +321,3 @@ class _Clock:
     @property
     def out_of_time(self) -> bool:
         return self.max_seconds is not None and self.seconds >= self.max_seconds
-
-
-APPEARANCE = "field.appearance_embedding.weight"
-
-
-def init_from_model(model: BlockModel, folder: Path, images: list[str]) -> None:
-    """Start ``model`` from the finished model in ``folder`` (an earlier version of its block).
-
-    The field's weights are copied; each photo keeps its appearance code, and new photos start
-    from the mean code; the occupancy grid and surface prior stay fresh (the scene changed).
-    Raises BirdnerfError when the old model has another box or architecture.
-    """
-    old = ckpt.read_json(folder / "config.json")
-    if _architecture(old["model"]) != _architecture(model.config_dict()):
-        raise BirdnerfError("cannot fine-tune: the model there has another box or architecture", folder)
-    _check_layout(folder / "config.json", old, model)
-    weights = ckpt.load_tensors(folder / "model.pt")["model"]
-    state = model.state_dict()
-    for key, value in weights.items():
-        if key.startswith("grid.") or key == "prior" or key == APPEARANCE:
-            continue
-        state[key] = value
-    if APPEARANCE in weights and APPEARANCE in state:
-        codes, old_rows = weights[APPEARANCE], {n: i for i, n in enumerate(old["images"])}
-        new = codes.mean(dim=0).expand_as(state[APPEARANCE]).clone()
-        for i, name in enumerate(images):
-            if name in old_rows:
-                new[i] = codes[old_rows[name]]
-        state[APPEARANCE] = new
-    model.load_state_dict(state)
-
-
-def _architecture(config: dict) -> dict:
-    """A model configuration without its photo count (fine-tuning may add photos)."""
-    config = json.loads(json.dumps(config))
-    config["num_images"] = config["field"]["num_images"] = 0
-    return config
-
-
-def _check_same_model(config_path: Path, model: BlockModel) -> None:
-    """Refuse to resume a checkpoint made for another architecture or box."""
-    if not config_path.exists():
-        return
-    record = ckpt.read_json(config_path)
-    _check_layout(config_path, record, model)
-    saved = record.get("model")
-    if saved != json.loads(json.dumps(model.config_dict())):
-        raise BirdnerfError(
-            "the checkpoint was made with another model configuration; use --force to start over",
-            config_path,
-        )
-
-
-def _check_layout(config_path: Path, record: dict, model: BlockModel) -> None:
-    """Refuse weights saved in another hash-table layout than ``model``'s (records without one
-    are in the reference layout), naming both backends."""
-    layout = record.get("layout", REFERENCE_LAYOUT)
-    if layout != model.layout:
-        saved = record.get("backend", "torch/compiled")
-        raise BirdnerfError(
-            f"the weights there were saved by the {saved} backend ({layout} layout) and this model "
-            f"runs the {model.backend} backend ({model.layout} layout); pass --backend to match, "
-            "or --force to start over",
-            config_path,
-        )
-
-
-def _config_record(model: BlockModel, config: TrainConfig, block: Block, rays: BlockPixels) -> dict:
-    return {
-        "block": block.id,
-        "backend": model.backend,
-        "layout": model.layout,
-        "device": str(model.device),
-        "model": model.config_dict(),
-        "train": config.to_dict(),
-        "images": block.images,
-        "n_rays": len(rays),
-    }
