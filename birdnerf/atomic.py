@@ -41,7 +41,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def partial_dir(out: str | Path) -> Path:
     """A new private folder beside ``out`` to build it in, named after this process
-    (``.OUT.PID.XXXX.partial``); folders that dead processes left for ``out`` are removed first."""
+    (``.<out>.<pid>.<random>.partial``); folders that dead processes left for ``out`` are removed first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for old in out.parent.glob(f".{out.name}.*.partial"):

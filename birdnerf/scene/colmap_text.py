@@ -31,9 +31,9 @@ def _lines(path: Path) -> list[str]:
         raise BirdnerfError("not a UTF-8 text file (is it a binary model?)", path) from None
 
 
-def _data_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, stripped text) of the non-empty, non-comment lines of ``path``."""
-    for number, line in enumerate(_lines(path), start=1):
+def _data_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of the non-empty, non-comment ``lines`` of a file."""
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if line and not line.startswith("#"):
             yield number, line
@@ -55,8 +55,9 @@ def _float(value: str, what: str, where: str, path: Path) -> float:
 
 def read_cameras_text(path: Path) -> dict[int, ColmapCamera]:
     """Cameras by id from ``cameras.txt``: ``CAMERA_ID MODEL WIDTH HEIGHT PARAMS...``."""
+    lines = _lines(path)
     cameras: dict[int, ColmapCamera] = {}
-    for number, line in _data_lines(path):
+    for number, line in _data_lines(lines):
         where = f"line {number}"
         fields = line.split()
         if len(fields) < 4:
@@ -80,7 +81,7 @@ def read_cameras_text(path: Path) -> dict[int, ColmapCamera]:
             params=tuple(_float(v, "parameter", where, path) for v in fields[4:]),
         )
         cameras[camera_id] = check_camera(camera, where, path)
-    _check_count(_lines(path), "cameras", len(cameras), path)
+    _check_count(lines, "cameras", len(cameras), path)
     return cameras
 
 
@@ -153,10 +154,11 @@ def read_points_text(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     Line layout: ``POINT3D_ID X Y Z R G B ERROR TRACK[] as (IMAGE_ID, POINT2D_IDX)``.
     """
+    lines = _lines(path)
     ids: list[int] = []
     xyz: list[list[float]] = []
     rgb: list[list[int]] = []
-    for number, line in _data_lines(path):
+    for number, line in _data_lines(lines):
         where = f"line {number}"
         fields = line.split()
         if len(fields) < 8 or (len(fields) - 8) % 2 != 0:
@@ -171,7 +173,7 @@ def read_points_text(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not all(0 <= c <= 255 for c in colour):
             raise BirdnerfError(f"{where}: colour {colour} is outside 0..255", path)
         rgb.append(colour)
-    _check_count(_lines(path), "points", len(ids), path)
+    _check_count(lines, "points", len(ids), path)
     order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
     points = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)[order]
     colors = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)[order]
