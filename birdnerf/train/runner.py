@@ -233,5 +233,14 @@ def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
     os._exit(1)  # the driver died (kill -9): writes are atomic, so stopping anywhere is safe
 
 
-def _train_in_worker(*args) -> dict:
-    return _train_one(*args[:6], _events, *args[6:])
+def _train_in_worker(
+    run_dir: str,
+    manifest: str,
+    block_id: str,
+    config: dict,
+    resume: bool,
+    threads: int,
+    init_from: str | None = None,
+) -> dict:
+    """Pool entry point: :func:`_train_one` reporting to the queue the worker was started with."""
+    return _train_one(run_dir, manifest, block_id, config, resume, threads, _events, init_from)
