@@ -13,9 +13,8 @@ from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
 from birdnerf.synthetic import SAMPLE_SEED, resolve_preset
-from birdnerf_cli.evaluate import print_eval
-from birdnerf_cli.main import app, run
-from birdnerf_cli.train import block_progress, print_block_quality
+from birdnerf_cli.app import app, run
+from birdnerf_cli.report import block_progress, print_block_quality, print_eval
 
 
 @app.command("demo")

@@ -8,7 +8,7 @@ import typer
 
 from birdnerf.ingest import ImportConfig, SfmOptions, check_import, import_dataset
 from birdnerf.progress import bar, console
-from birdnerf_cli.main import app, run
+from birdnerf_cli.app import app, run
 
 _HELP = (
     "Import real drone data as a birdnerf dataset: OUT/transforms.json (nerfstudio format, camera "

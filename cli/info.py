@@ -10,7 +10,7 @@ from rich.table import Table
 
 from birdnerf.progress import console
 from birdnerf.update import run_info
-from birdnerf_cli.main import app, run
+from birdnerf_cli.app import app, run
 
 
 @app.command("info")

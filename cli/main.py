@@ -1,44 +1,6 @@
 """Entry point: ``birdnerf COMMAND``. Each command lives in its own module of this package."""
 
-from __future__ import annotations
+from birdnerf_cli import commands  # noqa: F401  (registers every command on the app)
+from birdnerf_cli.app import app, run
 
-import typer
-
-from birdnerf.errors import BirdnerfError
-from birdnerf.progress import console
-
-app = typer.Typer(
-    name="birdnerf",
-    help="Large-scale aerial NeRF: partition a drone survey into blocks, train one hash-grid "
-    "NeRF per block, and render novel views by projection-guided compositing.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-state = {"debug": False}
-
-
-@app.callback()
-def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-) -> None:
-    state["debug"] = debug
-
-
-def run(fn, *args, **kwargs):
-    """Call a library function; turn a :class:`BirdnerfError` into one red line and exit 1."""
-    try:
-        return fn(*args, **kwargs)
-    except BirdnerfError as err:
-        if state["debug"]:
-            raise
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
-def _register() -> None:
-    # Imported here so that each command module can import `app`-free helpers from this one.
-    from birdnerf_cli import commands  # noqa: F401
-
-
-_register()
+__all__ = ["app", "run"]

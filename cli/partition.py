@@ -10,7 +10,7 @@ from rich.table import Table
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_dataset
 from birdnerf.progress import console
-from birdnerf_cli.main import app, run
+from birdnerf_cli.app import app, run
 
 
 def parse_blocks(text: str | None) -> tuple[int, int] | None:

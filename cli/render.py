@@ -10,7 +10,7 @@ from birdnerf.composite import flyover_path, orbit_path, read_camera_path, rende
 from birdnerf.device import DEVICE_HELP
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import bar, console
-from birdnerf_cli.main import app, run
+from birdnerf_cli.app import app, run
 
 
 @app.command("render")

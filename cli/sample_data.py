@@ -15,7 +15,7 @@ from birdnerf.synthetic import (
     generate_sample_scene,
     resolve_preset,
 )
-from birdnerf_cli.main import app, run
+from birdnerf_cli.app import app, run
 
 _SURVEY = PRESETS["small"].survey
 _HILLS = PRESETS["hills"].site

@@ -6,61 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from birdnerf.device import DEVICE_HELP
-from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.train import TrainConfig, train_run
-from birdnerf_cli.main import app, run
-
-
-def block_progress(bars, tasks: dict[str, int]):
-    """The ``on_progress`` callback of block training: one bar per block with PSNR and rays/s
-    (a block without a bar in ``tasks`` gets one when it first reports)."""
-
-    def on_progress(block_id: str, done: int, total: int, info: dict) -> None:
-        if block_id not in tasks:
-            tasks[block_id] = bars.add_task(f"train {block_id}", total=total, info="")
-        text = f"PSNR {info['psnr']:.2f} dB  {info['rays_per_s']:,.0f} rays/s"
-        bars.update(tasks[block_id], completed=done, total=total, info=text)
-
-    return on_progress
-
-
-def print_block_quality(results: dict[str, dict]) -> None:
-    """A table of each finished block's PSNR against the mean-colour baseline of the same pixels,
-    and a warning for every block (and the run) that does not beat it by ``MIN_MARGIN_DB``."""
-    scored = {b: r["quality"] for b, r in results.items() if r.get("finished") and r.get("quality")}
-    if not scored:
-        return
-    table = Table(title="blocks vs the mean-colour baseline of the same pixels")
-    for column in ("block", "scored pixels", "PSNR (dB)", "baseline (dB)", "margin (dB)"):
-        table.add_column(column, justify="left" if column == "block" else "right")
-    for block_id, q in scored.items():
-        table.add_row(
-            block_id,
-            f"{q['pixels']:,} {q['scored']}",
-            f"{q['psnr']:.2f}",
-            f"{q['baseline_psnr']:.2f}",
-            f"{q['margin_db']:+.2f}",
-        )
-    console.print(table)
-    weak = [b for b, q in scored.items() if not q["margin_db"] >= MIN_MARGIN_DB]  # NaN is weak too
-    for block_id in weak:
-        q = scored[block_id]
-        console.print(
-            f"[bold yellow]warning:[/] block {block_id} is {q['margin_db']:+.2f} dB from the mean colour "
-            f"of its {q['scored']} pixels (needs +{MIN_MARGIN_DB:g} dB): it learned nothing useful. "
-            "Check the geometry (camera poses, the ground height in partition.json), then train more "
-            "steps (--steps)."
-        )
-    if weak and len(weak) == len(scored):
-        console.print(
-            f"[bold red]warning:[/] no block beats the mean-colour baseline by {MIN_MARGIN_DB:g} dB: "
-            "this run learned nothing useful, and its renders are little more than average colours."
-        )
+from birdnerf_cli.app import app, run
+from birdnerf_cli.report import block_progress, print_block_quality
 
 
 @app.command("train")

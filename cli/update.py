@@ -9,8 +9,8 @@ import typer
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.update import UpdateOptions, rollback, update_run
-from birdnerf_cli.main import app, run
-from birdnerf_cli.train import block_progress
+from birdnerf_cli.app import app, run
+from birdnerf_cli.report import block_progress
 
 
 @app.command("update")

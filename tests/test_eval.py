@@ -130,10 +130,8 @@ def test_eval_json_records_the_protocol_and_scores_the_right_half(mini_runs):
 def test_eval_command_explains_and_checks_the_protocol(mini_runs):
     from typer.testing import CliRunner
 
-    import birdnerf_cli.main  # first: it registers every command (a command module first is circular)
-    from birdnerf_cli.evaluate import protocol_line
-
-    app = birdnerf_cli.main.app
+    from birdnerf_cli.main import app
+    from birdnerf_cli.report import protocol_line
 
     runner = CliRunner()
     # Rich wraps help text in a box: drop the borders and line breaks before searching it.
@@ -147,8 +145,7 @@ def test_eval_command_explains_and_checks_the_protocol(mini_runs):
 
 
 def test_eval_output_warns_below_the_baseline():
-    import birdnerf_cli.main  # noqa: F401  (registers the commands before a command module)
-    from birdnerf_cli.evaluate import baseline_warnings
+    from birdnerf_cli.report import baseline_warnings
 
     blocks = {"a": {"psnr": 21.0, "baseline_psnr": 16.0, "margin_db": 5.0, "pixels": 10}}
     good = {"psnr": 21.0, "baseline_psnr": 16.0, "per_block": blocks}

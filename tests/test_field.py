@@ -22,7 +22,8 @@ from birdnerf.field import (
     spherical_harmonics,
     trunc_exp,
 )
-from birdnerf.field.backends import _resolve, compile_available, tcnn_available
+from birdnerf.field.backends import _resolve, tcnn_available
+from birdnerf.field.compile import compile_available
 
 SMALL_GRID = HashGridConfig(n_levels=8, log2_hashmap_size=12, base_resolution=4, max_resolution=96)
 SMALL = FieldConfig(grid=SMALL_GRID, hidden_dim=32, appearance_dim=8, num_images=6)

@@ -21,7 +21,8 @@ from birdnerf.field import (
     resolve_backend,
 )
 from birdnerf.field import fused as fused_module
-from birdnerf.field.backends import _resolve, compile_available
+from birdnerf.field.backends import _resolve
+from birdnerf.field.compile import compile_available
 from birdnerf.field.hashgrid import CORNERS, grid_index
 from birdnerf.partition import PartitionConfig, load_scene, partition_dataset
 from birdnerf.train import RenderConfig, train_block

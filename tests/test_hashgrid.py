@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from birdnerf.field import HashGrid, HashGridConfig, encode_fast, encode_reference, grid_levels, hash_coords
-from birdnerf.field.backends import LazyCompile, compile_available, tcnn_available
+from birdnerf.field.backends import tcnn_available
+from birdnerf.field.compile import LazyCompile, compile_available
 from birdnerf.field.hashgrid import grid_index, level_tensors
 
 # 4 levels at resolutions 4, 10, 25, 64 with 2^12 rows: the two coarse levels are dense.

@@ -246,7 +246,7 @@ def test_train_warns_about_a_block_that_learned_nothing(mini_dataset, tmp_path):
     """Two steps teach a block nothing: the command says so, and done.json records why."""
     from typer.testing import CliRunner
 
-    import birdnerf_cli.main  # first: it registers every command
+    import birdnerf_cli.main
 
     run = tmp_path / "run"
     partition_dataset(mini_dataset, run, PartitionConfig(blocks=(1, 1)))

@@ -10,7 +10,8 @@ Typical use::
     sigma = field.density(x_unit)  # for occupancy-grid updates, under torch.no_grad()
 """
 
-from birdnerf.field.backends import BACKENDS, compile_available, resolve_backend, tcnn_available
+from birdnerf.field.backends import BACKENDS, resolve_backend, tcnn_available
+from birdnerf.field.compile import compile_available
 from birdnerf.field.field import BlockField, FieldConfig, make_encoding, trunc_exp
 from birdnerf.field.fused import fused_available
 from birdnerf.field.hashgrid import (

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from birdnerf.field.backends import LazyCompile, resolve_backend, tcnn_available
+from birdnerf.field.backends import resolve_backend, tcnn_available
+from birdnerf.field.compile import LazyCompile
 from birdnerf.field.hashgrid import HashGrid, HashGridConfig, encode_fast
 from birdnerf.field.sh import sh_dim, spherical_harmonics
 from birdnerf.field.tcnn_backend import TcnnHashGrid

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from birdnerf.field.backends import LazyCompile
+from birdnerf.field.compile import LazyCompile
 from birdnerf.field.fused import fused_encode
 
 HASH_PRIMES = (1, 2654435761, 805459861)

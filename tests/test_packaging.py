@@ -1,0 +1,65 @@
+"""The installed layout is the tree's, and every module imports on its own (no import cycles)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Imports each module with no birdnerf module loaded before it (third-party modules stay cached, so
+# this takes seconds, not a fresh interpreter per module): a cycle fails as it would for a user
+# whose first import is that module.
+_ALONE = """
+import importlib, pkgutil, sys, traceback
+import birdnerf, birdnerf_cli
+names = ["birdnerf", "birdnerf_cli"]
+for pkg in (birdnerf, birdnerf_cli):
+    names += [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+failed = 0
+for name in sorted(set(names) - {"birdnerf_cli.__main__"}):
+    for loaded in [m for m in sys.modules if m.split(".")[0] in ("birdnerf", "birdnerf_cli")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed += 1
+        print(f"FAILED {name}: {traceback.format_exc().strip().splitlines()[-1]}")
+print(f"imported {len(names) - failed} of {len(names)}")
+"""
+
+
+def test_every_module_imports_on_its_own():
+    result = subprocess.run(
+        [sys.executable, "-c", _ALONE], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert "FAILED" not in result.stdout, result.stdout
+    assert "imported" in result.stdout
+
+
+def test_pyproject_lists_every_package_of_the_tree():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    listed = set(config["packages"])
+    tree = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "birdnerf").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert tree | {"birdnerf_cli"} == listed
+    assert config["package-dir"]["birdnerf_cli"] == "cli" and (ROOT / "cli" / "__init__.py").is_file()
+    for package, patterns in config.get("package-data", {}).items():
+        folder = ROOT.joinpath(*package.split("."))
+        for pattern in patterns:
+            assert list(folder.glob(pattern)), f"{package}: no file matches {pattern}"
+
+
+def test_license_file_matches_the_declared_license():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"]["text"] == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")[:200]
