@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
+from birdnerf.block.checkpoint import block_dir
+from birdnerf.block.model import load_trained_model
 from birdnerf.field import FieldConfig, HashGridConfig
 from birdnerf.partition import PartitionConfig, partition_dataset
 from birdnerf.synthetic import SamplePreset, SiteConfig, SurveyConfig, generate_sample_scene
 from birdnerf.train import TrainConfig, train_block
-from birdnerf.train.checkpoint import block_dir
-from birdnerf.train.model import load_trained_model
 from birdnerf.train.pixels import held_out_pixels
 
 

@@ -39,11 +39,11 @@ def build_site(source_run: Path, out: Path, n: int) -> Path:
     import torch
 
     from birdnerf import atomic
+    from birdnerf.block import checkpoint as ckpt
+    from birdnerf.block.model import BlockModel
     from birdnerf.composite import load_block_model
     from birdnerf.partition.layout import block_id
     from birdnerf.partition.manifest import read_partition, write_partition
-    from birdnerf.train import checkpoint as ckpt
-    from birdnerf.train.model import BlockModel
 
     run = out / f"site{n * n}"
     if (run / "partition.json").exists():

@@ -34,9 +34,9 @@ def main() -> None:
 
     import torch
 
+    from birdnerf.block.model import BlockModel
     from birdnerf.composite import BlendIndex, BlockCache, flyover_path, render_view
     from birdnerf.partition import load_scene, read_partition
-    from birdnerf.train.model import BlockModel
 
     torch.set_flush_denormal(True)
     run = args.run

@@ -36,14 +36,15 @@ from pathlib import Path
 
 import torch
 
+from birdnerf.block import checkpoint as ckpt
+from birdnerf.block.model import BlockModel
 from birdnerf.eval import evaluate_run
 from birdnerf.eval.metrics import psnr
 from birdnerf.field import BlockField, FieldConfig, HashGridConfig
 from birdnerf.partition import Block, Partition, PartitionConfig, partition_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.synthetic import generate_sample_scene
-from birdnerf.train import BlockModel, TrainConfig, train_block, train_run
-from birdnerf.train import checkpoint as ckpt
+from birdnerf.train import TrainConfig, train_block, train_run
 from birdnerf.train.data import BlockRays, block_rays
 from birdnerf.train.runner import plan_blocks
 
@@ -121,7 +122,7 @@ def held_out_rays(scene: Scene, block: Block, max_pixels: int, seed: int) -> Blo
 def checkpoint_psnr(run_dir: Path, block_id: str, rays: BlockRays) -> float:
     """PSNR of the block's last checkpoint on ``rays`` (mean appearance code, as for novel views)."""
     folder = ckpt.block_dir(run_dir, block_id)
-    model = BlockModel.from_config_dict(ckpt.read_json(folder / "config.json")["model"])
+    model = BlockModel.from_config_dict(ckpt.read_config(folder)["model"])
     model.load_state_dict(ckpt.load_tensors(folder / "checkpoint.pt")["model"])
     model.eval()
     return psnr(model.render_eval(rays.origins, rays.dirs).rgb, rays.rgb)

@@ -25,12 +25,13 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from birdnerf import atomic
+from birdnerf import atomic, formats
+from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
+from birdnerf.eval.metrics import psnr
 from birdnerf.partition import Partition, compute_footprints, load_scene, read_partition
 from birdnerf.partition.plot import partition_figure
 from birdnerf.scene.images import load_rgb
-from birdnerf.train import checkpoint as ckpt
 
 __all__ = ["block_metrics_map", "partition_map", "training_curves", "update_comparison", "view_panel"]
 
@@ -83,14 +84,14 @@ def block_metrics_map(run_dir: str | Path, *, save: str | Path | None = None) ->
     path = run_dir / "eval.json"
     if not path.is_file():
         raise BirdnerfError("no eval.json: evaluate the run first", path)
-    scores = json.loads(path.read_text())
+    scores = formats.read_record(path, formats.EVAL)
     partition = read_partition(run_dir)
     per_block = scores.get("per_block", {})
     fig = Figure(figsize=(11, 5), dpi=100)
     left, right = fig.subplots(1, 2)
-    psnr = {k: v["psnr"] for k, v in per_block.items() if v.get("psnr") is not None}
+    block_psnr = {k: v["psnr"] for k, v in per_block.items() if v.get("psnr") is not None}
     margin = {k: v["margin_db"] for k, v in per_block.items() if v.get("margin_db") is not None}
-    _grid_axes(left, partition, psnr, "viridis", "PSNR (dB)", fig)
+    _grid_axes(left, partition, block_psnr, "viridis", "PSNR (dB)", fig)
     _grid_axes(right, partition, margin, "RdYlGn", "dB above the mean colour", fig)
     left.set_title("held-out PSNR per block")
     right.set_title("margin over the mean colour")
@@ -192,11 +193,10 @@ def view_panel(
     truth = load_rgb(scene.image_paths[index], scene.cameras[index]).astype(np.float32) / 255
     rgb = view.rgb.clamp(0, 1).numpy()
     error = np.abs(rgb - truth).mean(axis=-1)
-    mse = float(np.mean((rgb - truth) ** 2))
     fig = Figure(figsize=(16, 3.6), dpi=100)
     axes = fig.subplots(1, 5)
     axes[0].imshow(rgb)
-    axes[0].set_title(f"render ({-10 * np.log10(max(mse, 1e-10)):.2f} dB)")
+    axes[0].set_title(f"render ({psnr(torch.from_numpy(rgb), torch.from_numpy(truth)):.2f} dB)")
     axes[1].imshow(truth)
     axes[1].set_title(f"photo {scene.names[index]} ({scene.split[index]})")
     shown = axes[2].imshow(error, cmap="magma", vmin=0, vmax=max(float(error.max()), 1e-6))
@@ -241,16 +241,16 @@ def update_comparison(
     new = _render(run_dir, after_p, scene, index)
     truth = load_rgb(scene.image_paths[index], scene.cameras[index]).astype(np.float32) / 255
     old_rgb, new_rgb = old.rgb.clamp(0, 1).numpy(), new.rgb.clamp(0, 1).numpy()
-    psnr = [-10 * np.log10(max(float(np.mean((x - truth) ** 2)), 1e-10)) for x in (old_rgb, new_rgb)]
+    scores = [psnr(torch.from_numpy(x), torch.from_numpy(truth)) for x in (old_rgb, new_rgb)]
     retrained = {  # blocks whose model differs between the versions
         b.id for b in after_p.blocks if b.revision != getattr(_find(before_p, b.id), "revision", None)
     }
     fig = Figure(figsize=(16, 3.6), dpi=100)
     axes = fig.subplots(1, 5)
     axes[0].imshow(old_rgb)
-    axes[0].set_title(f"version {before_p.version} ({psnr[0]:.2f} dB)")
+    axes[0].set_title(f"version {before_p.version} ({scores[0]:.2f} dB)")
     axes[1].imshow(new_rgb)
-    axes[1].set_title(f"version {after_p.version} ({psnr[1]:.2f} dB)")
+    axes[1].set_title(f"version {after_p.version} ({scores[1]:.2f} dB)")
     axes[2].imshow(truth)
     axes[2].set_title(f"photo {scene.names[index]}")
     diff = np.abs(new_rgb - old_rgb).mean(axis=-1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import typer
 
 from birdnerf.demo import QUICK_STEPS, DemoConfig, quick_config, run_demo
 from birdnerf.eval.metrics import MIN_MARGIN_DB
+from birdnerf.formats import EVAL, read_record
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console, format_info
 from birdnerf.synthetic import SAMPLE_SEED, resolve_preset
@@ -86,7 +86,7 @@ def demo_cmd(
         result = run(run_demo, out, config, on_stage=on_stage)
         finish_stage()
     print_block_quality(result.trained)
-    print_eval(json.loads(result.eval_json.read_text()))
+    print_eval(read_record(result.eval_json, EVAL))
     total = sum(result.seconds.values())
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     console.print(f"\n[bold]done in {total:.0f} s[/] ({stages})")

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from birdnerf.block.checkpoint import block_dir
+from birdnerf.block.model import backend_for_layout, load_trained_model
 from birdnerf.composite import BlockCache, render_view
 from birdnerf.errors import BirdnerfError
 from birdnerf.field import HashGridConfig, tcnn_available
 from birdnerf.field.tcnn_layout import encode_tcnn_reference, tcnn_levels, tcnn_param_count
 from birdnerf.partition import PartitionConfig, partition_dataset
 from birdnerf.train import train_block
-from birdnerf.train.checkpoint import block_dir
-from birdnerf.train.model import backend_for_layout, load_trained_model
 from tests.conftest import mini_train_config
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

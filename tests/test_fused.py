@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from birdnerf.block.checkpoint import block_dir, load_tensors
 from birdnerf.field import (
     BlockField,
     FieldConfig,
@@ -26,7 +27,6 @@ from birdnerf.field.compile import compile_available
 from birdnerf.field.hashgrid import CORNERS, grid_index
 from birdnerf.partition import PartitionConfig, load_scene, partition_dataset
 from birdnerf.train import RenderConfig, train_block
-from birdnerf.train.checkpoint import block_dir, load_tensors
 from birdnerf.train.optim import LazyAdam, lazy_adam_reference, lazy_adam_rows
 from tests.conftest import mini_train_config
 

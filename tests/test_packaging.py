@@ -63,3 +63,56 @@ def test_license_file_matches_the_declared_license():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["license"]["text"] == "Apache-2.0"
     assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")[:200]
+
+
+# Each package imports only packages of a lower rank (its own modules aside): the pipeline's order.
+RANKS = {
+    "errors": 0,
+    **dict.fromkeys(["atomic", "progress", "torch_globals", "device"], 1),
+    **dict.fromkeys(["runlock", "formats"], 2),
+    "scene": 3,
+    "geo": 4,
+    **dict.fromkeys(["synthetic", "ingest", "partition", "field", "render"], 5),
+    "block": 6,
+    **dict.fromkeys(["train", "composite"], 7),
+    "eval": 8,
+    "update": 9,
+    **dict.fromkeys(["export", "ortho"], 10),
+    **dict.fromkeys(["viewer", "plots", "demo"], 11),
+    "__init__": 12,
+}
+LEAVES = {"birdnerf.eval.metrics"}
+"""Modules that import nothing of birdnerf, so that any layer may use them (training scores its
+blocks with the image metrics)."""
+
+
+def _birdnerf_imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.split(".")[0] == "birdnerf" and m != "birdnerf"}
+
+
+def test_no_package_imports_a_higher_layer():
+    bad = []
+    for path in sorted((ROOT / "birdnerf").rglob("*.py")):
+        parts = path.relative_to(ROOT / "birdnerf").with_suffix("").parts
+        name = "birdnerf." + ".".join(parts)
+        imports = _birdnerf_imports(path)
+        if name in LEAVES:
+            bad += [f"{name} (a leaf) imports {m}" for m in imports]
+            continue
+        for module in imports:
+            target = module.split(".")[1]
+            if target == parts[0] or any(module == f or module.startswith(f + ".") for f in LEAVES):
+                continue  # its own package, or a leaf
+            if RANKS[target] >= RANKS[parts[0]]:
+                bad.append(f"{name} imports {module}")
+    unranked = {p.name.removesuffix(".py") for p in (ROOT / "birdnerf").iterdir()} - set(RANKS)
+    assert not {u for u in unranked if not u.startswith((".", "__")) and u != "py.typed"}, unranked
+    assert not bad, "\n".join(bad)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from birdnerf.block.checkpoint import read_jsonl, truncate_metrics
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_dataset
 from birdnerf.runlock import LOCK_FILE, run_lock
-from birdnerf.train.checkpoint import read_jsonl, truncate_metrics
 from birdnerf_cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]

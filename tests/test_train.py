@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from birdnerf.block.checkpoint import block_dir, load_tensors
+from birdnerf.block.prior import surface_prior
 from birdnerf.composite import load_block_model
+from birdnerf.errors import BirdnerfError
 from birdnerf.eval.metrics import MIN_MARGIN_DB, baseline_psnr, psnr
+from birdnerf.formats import BLOCK_CONFIG, BLOCK_DONE, read_record
 from birdnerf.partition import PartitionConfig, load_scene, partition_dataset, read_partition
 from birdnerf.train import RenderConfig, TrainConfig, train_block, train_run
-from birdnerf.train.checkpoint import block_dir, load_tensors
 from birdnerf.train.data import block_rays
 from birdnerf.train.loop import build_model
 from birdnerf.train.pixels import held_out_pixels
-from birdnerf.train.prior import surface_prior
 from birdnerf.train.quality import block_quality
 from tests.conftest import MINI_STEPS, mini_train_config
 
@@ -125,11 +127,18 @@ def test_a_killed_training_resumes_from_its_checkpoint(mini_dataset, tmp_path):
     assert not list(block_dir(run, "r00c00").glob(".*.tmp*"))  # nothing half-written left behind
     recorded = json.loads((block_dir(run, "r00c00") / "config.json").read_text())["train"]
     assert (recorded["lr"], recorded["mlp_lr"]) == (0.05, 0.002)
-    config = dataclasses.replace(TrainConfig(), steps=step + 10, rays_per_batch=256, backend="torch")
+    # Other learning rates would train the rest differently from the start: refused, named.
+    other = dataclasses.replace(TrainConfig(), steps=step + 10, rays_per_batch=64, backend="torch")
+    with pytest.raises(BirdnerfError, match=r"other settings \(lr 0.05 -> 0.2; mlp_lr 0.002 -> 0.005\)"):
+        train_run(run, other)
+    config = dataclasses.replace(other, lr=0.05, mlp_lr=0.002, checkpoint_every=5)
     plans = []
     train_run(run, config, on_plan=plans.extend)
     assert [p.action for p in plans] == ["resume"]
-    assert json.loads((block_dir(run, "r00c00") / "done.json").read_text())["step"] == step + 10
+    assert read_record(block_dir(run, "r00c00") / "done.json", BLOCK_DONE)["step"] == step + 10
+    record = read_record(block_dir(run, "r00c00") / "config.json", BLOCK_CONFIG)
+    assert record["resumed"] == [{"step": step, "changed": {"steps": [400, step + 10]}}]
+    assert record["train"]["steps"] == step + 10
 
 
 def test_surface_prior_keeps_a_shell_around_the_points():
@@ -231,7 +240,7 @@ def test_max_seconds_ends_training_like_the_last_step(mini_dataset, tmp_path):
     folder = block_dir(run, partition.blocks[0].id)
     assert result["finished"] and result["stopped_by"] == "time"
     assert 0 < result["step"] < config.steps and result["seconds"] >= 0.5 and result["rays_trained"] > 0
-    assert json.loads((folder / "done.json").read_text()) == result
+    assert read_record(folder / "done.json", BLOCK_DONE) == result
     assert load_tensors(folder / "checkpoint.pt")["step"] == result["step"]
     assert (folder / "model.pt").exists()
     last_row = _deterministic_rows(run, partition.blocks[0].id)[-1]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from birdnerf.block import checkpoint as ckpt
+from birdnerf.block.model import BlockModel, load_trained_model
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import Block
-from birdnerf.train import checkpoint as ckpt
-from birdnerf.train.model import BlockModel, load_trained_model
 
 
 def load_block_model(

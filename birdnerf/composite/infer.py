@@ -1,7 +1,7 @@
 """Rendering rays of one block at inference: no autograd, the block's own field backend (compiled
 on CPU), occupancy skipping, early ray termination, and marching that starts near a known surface.
 
-:meth:`birdnerf.train.model.BlockModel.render_eval` is the reference twin of :func:`render_block`
+:meth:`birdnerf.block.model.BlockModel.render_eval` is the reference twin of :func:`render_block`
 with ``t_start`` None: same samples, same field calls.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from birdnerf.block.model import BlockModel
 from birdnerf.render import ray_aabb, render_rays
 from birdnerf.render.volume import RenderOutput
-from birdnerf.train.model import BlockModel
 
 FIRST_HIT_OPACITY = 1e-3
 """Opacity at which a ray is said to reach the first thing it sees (see :func:`render_block`)."""

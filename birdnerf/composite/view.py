@@ -18,7 +18,7 @@ Two paths render the same composite:
   that gains a pixel in the depth-guided pass starts marching a margin before the depth the
   pixel's first blocks rendered (:func:`birdnerf.composite.infer.render_block`).
 - **reference**: the same two passes with the blocks' own
-  :meth:`~birdnerf.train.model.BlockModel.render_eval`: every pixel renders from the blocks under
+  :meth:`~birdnerf.block.model.BlockModel.render_eval`: every pixel renders from the blocks under
   its ground point; the blended depth re-assigns pixels, and blocks render the pixels they gained
   marching from their box's entry.
 
@@ -38,10 +38,10 @@ from torch import Tensor
 from birdnerf.composite.blend import SLOTS, BlendIndex, SparseWeights
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.infer import render_block
+from birdnerf.partition.footprint import ground_points
 from birdnerf.partition.manifest import Partition
 from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
 from birdnerf.torch_globals import keep_torch_globals
-from birdnerf.train.data import ground_points
 
 MIN_WEIGHT = 1e-6
 FAST_MIN_WEIGHT = 1e-3

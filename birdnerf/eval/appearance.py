@@ -12,7 +12,7 @@ proportion to its weight). The weights ``w_b`` are the final ones of the view's 
 (:attr:`birdnerf.composite.ViewRender.weights`): they follow from depths, i.e. densities, which
 codes do not change, so they are also the weights of the render with the fitted codes. For the
 same reason each block's samples, their volume-rendering weights and colour-MLP inputs are
-computed once (:meth:`birdnerf.train.model.BlockModel.freeze`); an Adam step is then one
+computed once (:meth:`birdnerf.block.model.BlockModel.freeze`); an Adam step is then one
 colour-MLP pass per block, and the loss sees the colours the final render gives for those
 pixels (to within the renderer's early-termination tolerance). A block with no weight on the
 left half gets no gradient and keeps its mean code.
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from birdnerf.block.model import BlockModel, FrozenRays
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.view import MIN_WEIGHT
 from birdnerf.partition.manifest import Partition
 from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
-from birdnerf.train.model import BlockModel, FrozenRays
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birdnerf import atomic
+from birdnerf import formats
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.outputs import save_view
 from birdnerf.composite.stage import view_stem
@@ -35,13 +35,13 @@ from birdnerf.eval.metrics import (
     ssim,
 )
 from birdnerf.partition import load_scene, read_partition
+from birdnerf.partition.footprint import ground_points
 from birdnerf.partition.manifest import Partition
 from birdnerf.progress import ProgressFn
 from birdnerf.runlock import locks_run
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
 from birdnerf.torch_globals import keep_torch_globals
-from birdnerf.train.data import ground_points
 
 
 @dataclass
@@ -196,7 +196,7 @@ def evaluate_run(
         "per_photo": per_photo,
         "seconds": time.perf_counter() - start,
     }
-    atomic.write_json(run_dir / "eval.json", result)
+    formats.write_record(run_dir / "eval.json", formats.EVAL, result)
     return result
 
 

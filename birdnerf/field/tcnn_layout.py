@@ -16,7 +16,7 @@ from :mod:`birdnerf.field.hashgrid`:
 tcnn computes in half precision, so it agrees with :func:`encode_tcnn_reference` to about
 1e-3 of the features' scale; the vertex positions differ from the reference layout's, which is
 why weights do not convert exactly between the two (a layout mismatch is an error, see
-:func:`birdnerf.train.model.backend_for_layout`).
+:func:`birdnerf.block.model.backend_for_layout`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ import torch
 from birdnerf.scene.camera import Camera, pixel_directions
 from birdnerf.scene.scene import Scene
 
+MAX_RANGE_FACTOR = 3.0
+"""Default clip of oblique footprints and ground points: this multiple of the altitude."""
+
 
 @dataclass
 class Footprints:
@@ -85,7 +88,7 @@ def ground_hits(
 
 
 def compute_footprints(
-    scene: Scene, grid: int = 8, per_edge: int = 6, max_range_factor: float = 3.0
+    scene: Scene, grid: int = 8, per_edge: int = 6, max_range_factor: float = MAX_RANGE_FACTOR
 ) -> Footprints:
     """Footprints of every photo of a z-up ``scene`` on its ground plane ``scene.ground_z``.
 
@@ -110,3 +113,19 @@ def compute_footprints(
         outline[idx], samples[idx], center[idx] = hits[:, :k], hits[:, k : k + p], hits[:, -1]
     altitude = scene.c2w[:, 2, 3] - ground_z
     return Footprints(outline=outline, samples=samples, center=center, altitude=altitude)
+
+
+def ground_points(
+    origins: torch.Tensor, dirs: torch.Tensor, ground_z: float, max_range_factor: float = MAX_RANGE_FACTOR
+) -> torch.Tensor:
+    """(..., 2) bird-view points where rays meet the ground plane (clipped like footprints)."""
+    o = origins.detach().double().cpu().numpy().reshape(-1, 1, 3)
+    d = dirs.detach().double().cpu().numpy().reshape(-1, 1, 3)
+    hits = ground_hits(o, d, ground_z, max_range_factor)
+    return torch.from_numpy(hits.reshape(*origins.shape[:-1], 2)).to(origins)
+
+
+def in_rect(points: torch.Tensor, rect: list[float]) -> torch.Tensor:
+    """Boolean mask of (..., 2) points inside rect = (xmin, ymin, xmax, ymax)."""
+    x, y = points[..., 0], points[..., 1]
+    return (x >= rect[0]) & (x <= rect[2]) & (y >= rect[1]) & (y <= rect[3])

@@ -12,6 +12,7 @@ import numpy as np
 
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
+from birdnerf.partition.footprint import MAX_RANGE_FACTOR
 
 SCHEMA = "birdnerf.partition"
 SCHEMA_VERSION = 1
@@ -39,7 +40,7 @@ class PartitionConfig:
     """Overlap in scene units (metres when georeferenced); overrides ``overlap``."""
     min_coverage: float = 0.1
     """A photo joins a block when at least this fraction of its pixels see the expanded rectangle."""
-    max_range_factor: float = 3.0
+    max_range_factor: float = MAX_RANGE_FACTOR
     """Oblique footprints are clipped at this multiple of the altitude from the camera."""
     box_margin: float = 0.1
     """Margin added above and below the altitude range of a block's 3D box (fraction of range)."""
@@ -184,7 +185,12 @@ def read_partition(run_dir: str | Path) -> Partition:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise BirdnerfError(f"not a birdnerf partition manifest (schema != {SCHEMA!r})", path)
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise BirdnerfError(f"unsupported schema_version {data.get('schema_version')!r}", path)
+        found = data.get("schema_version")
+        newer = isinstance(found, int) and found > SCHEMA_VERSION
+        hint = " was written by a newer birdnerf: upgrade birdnerf" if newer else " is not one birdnerf wrote"
+        raise BirdnerfError(
+            f"partition manifest version {found!r}{hint} (this one reads version {SCHEMA_VERSION})", path
+        )
     try:
         cfg = dict(data["config"])
         for key in ("blocks", "z_range"):

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from birdnerf.partition.footprint import ground_hits
+from birdnerf.partition.footprint import ground_points, in_rect
 from birdnerf.partition.manifest import Block
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
 from birdnerf.scene.scene import Scene
-
-MAX_RANGE_FACTOR = 3.0
 
 
 @dataclass
@@ -42,20 +40,6 @@ class BlockRays:
 
     def __len__(self) -> int:
         return self.origins.shape[0]
-
-
-def ground_points(origins: Tensor, dirs: Tensor, ground_z: float) -> Tensor:
-    """(..., 2) bird-view points where rays meet the ground plane (clipped like footprints)."""
-    o = origins.detach().double().cpu().numpy().reshape(-1, 1, 3)
-    d = dirs.detach().double().cpu().numpy().reshape(-1, 1, 3)
-    hits = ground_hits(o, d, ground_z, MAX_RANGE_FACTOR)
-    return torch.from_numpy(hits.reshape(*origins.shape[:-1], 2)).to(origins)
-
-
-def in_rect(points: Tensor, rect: list[float]) -> Tensor:
-    """Boolean mask of (..., 2) points inside rect = (xmin, ymin, xmax, ymax)."""
-    x, y = points[..., 0], points[..., 1]
-    return (x >= rect[0]) & (x <= rect[2]) & (y >= rect[1]) & (y <= rect[3])
 
 
 def photo_rays(scene: Scene, index: int, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from birdnerf import atomic
+from birdnerf.block import checkpoint as ckpt
+from birdnerf.block.model import BlockModel, RenderConfig
 from birdnerf.device import resolve_device
 from birdnerf.eval.metrics import psnr_from_mse
 from birdnerf.field import FieldConfig
@@ -19,12 +20,10 @@ from birdnerf.progress import ProgressFn
 from birdnerf.render.volume import distortion_loss
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
-from birdnerf.train import checkpoint as ckpt
-from birdnerf.train.model import BlockModel, RenderConfig
 from birdnerf.train.optim import LazyAdam
 from birdnerf.train.pixels import block_pixels
 from birdnerf.train.quality import block_quality
-from birdnerf.train.record import check_same_model, config_record, init_from_model
+from birdnerf.train.record import check_resume, config_record, init_from_model
 
 
 @dataclass
@@ -50,7 +49,7 @@ class TrainConfig:
     """Learning rate of the MLPs and appearance codes (same schedule)."""
     mlp_weight_decay: float = 1e-6
     surface_prior: bool = True
-    """Bound the occupancy grid by the sparse points (see birdnerf.train.prior)."""
+    """Bound the occupancy grid by the sparse points (see birdnerf.block.prior)."""
     distortion_weight: float = 1e-3
     """Weight of the distortion regulariser (removes floaters)."""
     occupancy_every: int = 16
@@ -82,10 +81,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; missing settings take their defaults, unknown ones raise
+        ``ValueError`` naming them."""
         data = dict(data)
-        data["field"] = FieldConfig.from_dict(data["field"])
-        data["render"] = RenderConfig(**data["render"])
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
+        if "field" in data:
+            data["field"] = FieldConfig.from_dict(data["field"])
+        if "render" in data:
+            data["render"] = RenderConfig(**data["render"])
+        return cls(**data)
 
 
 def decay_factor(progress: float, decay: float) -> float:
@@ -176,9 +182,10 @@ def train_block(
     start = 0
     samples_per_ray: float | None = None  # measured by the last step; sizes the next draw
     state_path = out / "checkpoint.pt"
+    resumed: list[dict] = []
     if resume and state_path.exists():
-        check_same_model(out / "config.json", model)
         state = ckpt.load_tensors(state_path)
+        resumed = check_resume(out / "config.json", model, config, int(state["step"]))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -196,7 +203,8 @@ def train_block(
     hold = config.occupancy_warmup if init_from is not None else 0
     record = config_record(model, config, block, rays)
     record["init_from"] = None if init_from is None else Path(init_from).name
-    atomic.write_json(out / "config.json", record)
+    record["resumed"] = resumed
+    ckpt.write_config(out, record)
 
     rows, t_log, n_log = [], time.perf_counter(), 0
     sum_mse, sum_samples, sum_rays = 0.0, 0, 0
@@ -290,7 +298,7 @@ def train_block(
         # Scored after training so a block that learned nothing says so where its figures are.
         "quality": block_quality(model, scene, block, rays),
     }
-    atomic.write_json(out / "done.json", result)
+    ckpt.write_done(out, result)
     rays.remove()  # the colour cache is as large as the block's photos; a finished block needs none
     return result
 

@@ -31,12 +31,11 @@ import torch
 from torch import Tensor
 
 from birdnerf import atomic
-from birdnerf.partition.footprint import ground_hits
+from birdnerf.partition.footprint import MAX_RANGE_FACTOR, ground_hits
 from birdnerf.partition.manifest import Block
 from birdnerf.scene.camera import Camera, camera_rays, pixel_directions
 from birdnerf.scene.images import load_rgb
 from birdnerf.scene.scene import Scene
-from birdnerf.train.data import MAX_RANGE_FACTOR
 
 COLORS_FILE = "pixels.rgb"
 INDEX_FILE = "pixels.npz"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from birdnerf.block.model import BlockModel
 from birdnerf.eval.metrics import psnr_vs_baseline
 from birdnerf.partition.manifest import Block
 from birdnerf.scene.scene import Scene
-from birdnerf.train.model import BlockModel
 from birdnerf.train.pixels import BlockPixels, held_out_pixels
 
 QUALITY_RAYS = 4096

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from birdnerf.block import checkpoint as ckpt
+from birdnerf.block.model import REFERENCE_LAYOUT, BlockModel
 from birdnerf.errors import BirdnerfError
+from birdnerf.formats import build as from_fields
 from birdnerf.partition.manifest import Block
-from birdnerf.train import checkpoint as ckpt
-from birdnerf.train.model import REFERENCE_LAYOUT, BlockModel
 from birdnerf.train.pixels import BlockPixels
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def init_from_model(model: BlockModel, folder: Path, images: list[str]) -> None:
     from the mean code; the occupancy grid and surface prior stay fresh (the scene changed).
     Raises BirdnerfError when the old model has another box or architecture.
     """
-    old = ckpt.read_json(folder / "config.json")
+    old = ckpt.read_config(folder)
     if _architecture(old["model"]) != _architecture(model.config_dict()):
         raise BirdnerfError("cannot fine-tune: the model there has another box or architecture", folder)
     _check_layout(folder / "config.json", old, model)
@@ -53,18 +54,46 @@ def _architecture(config: dict) -> dict:
     return config
 
 
-def check_same_model(config_path: Path, model: BlockModel) -> None:
-    """Refuse to resume a checkpoint made for another architecture or box."""
+RESUMABLE = ("steps", "max_seconds", "checkpoint_every", "log_every", "backend", "device", "pixel_budget_mb")
+"""Training settings a resume may change (each change is recorded in ``config.json``'s
+``resumed``); any other change would train the rest of the block differently from its start."""
+
+
+def check_resume(config_path: Path, model: BlockModel, config: TrainConfig, step: int) -> list[dict]:
+    """Refuse to resume a checkpoint made for another architecture, box or training settings
+    (other than :data:`RESUMABLE`), naming what differs; return the block's resume history with
+    this resume (``step``, the settings it changed as ``[old, new]``) added."""
+    from birdnerf.train.loop import TrainConfig
+
     if not config_path.exists():
-        return
-    record = ckpt.read_json(config_path)
+        return []
+    record = ckpt.read_config(config_path.parent)
     _check_layout(config_path, record, model)
-    saved = record.get("model")
-    if saved != json.loads(json.dumps(model.config_dict())):
+    if record.get("model") != json.loads(json.dumps(model.config_dict())):
         raise BirdnerfError(
             "the checkpoint was made with another model configuration; use --force to start over",
             config_path,
         )
+    old = _plain(
+        from_fields(
+            TrainConfig.from_dict, record.get("train", {}), config_path, "training settings"
+        ).to_dict()
+    )
+    new = _plain(config.to_dict())
+    changed = {k: [old[k], new[k]] for k in new if old.get(k) != new[k]}
+    fixed = [f"{k} {a} -> {b}" for k, (a, b) in changed.items() if k not in RESUMABLE]
+    if fixed:
+        raise BirdnerfError(
+            f"the checkpoint was trained with other settings ({'; '.join(fixed)}); resume with the "
+            "same settings, or use --force to start over",
+            config_path,
+        )
+    history = list(record.get("resumed", []))
+    return history + [{"step": step, "changed": changed}] if changed else history
+
+
+def _plain(data: dict) -> dict:
+    return json.loads(json.dumps(data))
 
 
 def _check_layout(config_path: Path, record: dict, model: BlockModel) -> None:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
 from birdnerf.field.backends import resolve_backend
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import MANIFEST
 from birdnerf.runlock import locks_run
 from birdnerf.torch_globals import keep_torch_globals
-from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig, train_block
 
 
@@ -60,7 +60,7 @@ def plan_blocks(
 def _check_done(path: Path) -> None:
     """A block is skipped as finished only when its ``done.json`` reads as a finished block."""
     try:
-        done = ckpt.read_json(path)
+        done = ckpt.read_done(path.parent)
     except BirdnerfError as err:
         message = f"{err.message}: the block's state is unreadable; retrain it with --force"
         raise BirdnerfError(message, path) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from birdnerf.train import checkpoint as ckpt
+from birdnerf.block import checkpoint as ckpt
 from birdnerf.update import versions
 
 

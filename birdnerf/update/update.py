@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from birdnerf import formats
+from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
 from birdnerf.geo.enu import GeoPoint, enu_to_enu
 from birdnerf.partition.manifest import Partition, read_partition
@@ -19,7 +21,6 @@ from birdnerf.scene.images import check_photos
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
-from birdnerf.train import checkpoint as ckpt
 from birdnerf.train.loop import TrainConfig
 from birdnerf.train.runner import train_run
 from birdnerf.update import versions
@@ -103,7 +104,9 @@ def base_config(run_dir: Path, partition: Partition) -> TrainConfig:
     for block in partition.blocks:
         path = ckpt.block_dir(run_dir, block.id, block.revision) / "config.json"
         if path.exists():
-            return TrainConfig.from_dict(ckpt.read_json(path)["train"])
+            return formats.build(
+                TrainConfig.from_dict, ckpt.read_config(path.parent).get("train"), path, "training settings"
+            )
     return TrainConfig()
 
 

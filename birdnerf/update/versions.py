@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from birdnerf import atomic
+from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import MANIFEST, Partition, read_partition, to_json
 from birdnerf.runlock import locks_run
-from birdnerf.train import checkpoint as ckpt
 
 HISTORY = "history"
 STAGED = "partition.staged.json"

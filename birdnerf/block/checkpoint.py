@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from birdnerf import atomic
+from birdnerf import atomic, formats
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import block_folder
 
@@ -31,19 +31,39 @@ def block_dir(run_dir: str | Path, block_id: str, revision: int = 1) -> Path:
 
 
 def save_tensors(path: Path, data: dict) -> None:
-    """``torch.save`` of a dict of tensors and plain values, via a temp file and rename."""
+    """``torch.save`` of a dict of tensors and plain values (stamped with its format), via a temp
+    file and rename."""
     with atomic.atomic_path(path) as tmp:
-        torch.save(data, tmp)
+        torch.save(formats.stamp(data, formats.BLOCK_WEIGHTS), tmp)
 
 
 def load_tensors(path: Path) -> dict:
     """Load a file written by :func:`save_tensors`; never unpickles arbitrary objects."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise BirdnerfError("file not found", path) from None
     except Exception as err:  # torch raises many types for corrupt or foreign files
         raise BirdnerfError(f"unreadable checkpoint ({type(err).__name__}: {err})", path) from None
+    return formats.check(data, formats.BLOCK_WEIGHTS, path)
+
+
+def read_config(folder: Path) -> dict:
+    """The block's ``config.json`` record (model, training settings, photos)."""
+    return formats.read_record(folder / "config.json", formats.BLOCK_CONFIG)
+
+
+def write_config(folder: Path, record: dict) -> None:
+    formats.write_record(folder / "config.json", formats.BLOCK_CONFIG, record)
+
+
+def read_done(folder: Path) -> dict:
+    """A finished block's ``done.json`` figures."""
+    return formats.read_record(folder / "done.json", formats.BLOCK_DONE)
+
+
+def write_done(folder: Path, result: dict) -> None:
+    formats.write_record(folder / "done.json", formats.BLOCK_DONE, result)
 
 
 def read_json(path: Path) -> dict:

@@ -7,6 +7,7 @@ cells, evaluate the field at the sample midpoints (normalised to the unit cube),
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,12 +15,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from birdnerf import formats
+from birdnerf.block.prior import surface_prior
 from birdnerf.errors import BirdnerfError
 from birdnerf.field import BlockField, FieldConfig, resolve_backend, tcnn_available
 from birdnerf.render import OccupancyGrid, march_rays, ray_aabb, render_rays, volume_render
 from birdnerf.render.sampling import PackedSamples
 from birdnerf.render.volume import RenderOutput, accumulate_along_rays, render_weights
-from birdnerf.train.prior import surface_prior
 
 REFERENCE_LAYOUT = "reference"
 """The hash-table layout of :mod:`birdnerf.field.hashgrid`, shared by every backend but tcnn."""
@@ -120,7 +122,7 @@ class BlockModel(nn.Module):
         # The slab is thin: give it finer cells vertically, where the surface must be located.
         res.append(max(16, min(render.occupancy_resolution, math.ceil(4 * size[2] / cell))))
         self.grid = OccupancyGrid(box, resolution=res)
-        # Cells that may hold the surface (see birdnerf.train.prior); all, until points are given.
+        # Cells that may hold the surface (see birdnerf.block.prior); all, until points are given.
         self.register_buffer("prior", torch.ones(self.grid.resolution, dtype=torch.bool))
         self.box_height = size[2]
         # Density is per metre: a fresh field (sigma ~ 1/m) makes the few metres of the surface
@@ -322,16 +324,17 @@ def load_trained_model(
     in the reference layout); weights saved on any device load on any other. A layout this
     machine cannot run is one BirdnerfError naming both backends.
     """
-    from birdnerf.train import checkpoint as ckpt
+    from birdnerf.block import checkpoint as ckpt
 
     device = torch.device(device)
-    config = ckpt.read_json(folder / "config.json")
+    config = ckpt.read_config(folder)
     layout = config.get("layout", REFERENCE_LAYOUT)
     try:
         chosen = backend_for_layout(layout, device, backend)
     except BirdnerfError as err:
         raise BirdnerfError(err.message, folder / "config.json") from None
-    model = BlockModel.from_config_dict(config["model"], backend=chosen, device=device)
+    make = functools.partial(BlockModel.from_config_dict, backend=chosen, device=device)
+    model = formats.build(make, config.get("model"), folder / "config.json", "model record")
     state = ckpt.load_tensors(folder / weights)["model"]
     try:
         model.load_state_dict(state)
