@@ -6,12 +6,15 @@ Nothing half-written is ever left under the final name, even if the process is k
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from birdnerf.errors import file_system_error
 
 
 def _current_umask() -> int:
@@ -25,18 +28,30 @@ _UMASK = _current_umask()
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` if the block succeeds.
+
+    A file-system error (full disk, read-only folder, a file where a folder belongs) while making,
+    writing or renaming the temp file is one :class:`BirdnerfError` naming ``path``; the file
+    already there is left as it was and the temp file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+    tmp_path: Path | None = None
     try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # what mkdir says when a file stands where a folder belongs
+            raise OSError(errno.ENOTDIR, "not a directory", str(path.parent)) from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        raise file_system_error(err, path) from err
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 def partial_dir(out: str | Path) -> Path:

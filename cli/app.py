@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from birdnerf.errors import BirdnerfError
+from birdnerf.errors import BirdnerfError, file_system_error
 from birdnerf.progress import console
 
 app = typer.Typer(
@@ -30,11 +30,18 @@ def _main(
 
 
 def run(fn, *args, **kwargs):
-    """Call a library function; turn a :class:`BirdnerfError` into one red line and exit 1."""
+    """Call a library function; turn a :class:`BirdnerfError` or a file-system error into one red
+    line and exit 1 (``--debug`` keeps the traceback)."""
     try:
         return fn(*args, **kwargs)
     except BirdnerfError as err:
         if state["debug"]:
             raise
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as err:  # a file-system error no stage turned into a BirdnerfError
+        if state["debug"]:
+            raise
+        line = file_system_error(err, err.filename or "(no file named)", "using")
+        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

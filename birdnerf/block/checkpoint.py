@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from birdnerf import atomic, formats
-from birdnerf.errors import BirdnerfError
+from birdnerf.errors import BirdnerfError, file_system_error
 from birdnerf.partition.manifest import block_folder
 
 logger = logging.getLogger("birdnerf")
@@ -34,7 +35,12 @@ def save_tensors(path: Path, data: dict) -> None:
     """``torch.save`` of a dict of tensors and plain values (stamped with its format), via a temp
     file and rename."""
     with atomic.atomic_path(path) as tmp:
-        torch.save(formats.stamp(data, formats.BLOCK_WEIGHTS), tmp)
+        try:
+            torch.save(formats.stamp(data, formats.BLOCK_WEIGHTS), tmp)
+        except RuntimeError as err:  # torch's writer reports a failed write (a full disk) this way
+            if "write" not in str(err):
+                raise
+            raise file_system_error(OSError(errno.EIO, f"the write failed ({err})"), path) from err
 
 
 def load_tensors(path: Path) -> dict:
