@@ -9,6 +9,7 @@ from rich.table import Table
 
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_dataset
+from birdnerf.partition.relink import relink_dataset
 from birdnerf.progress import console
 from birdnerf_cli.app import app, run
 
@@ -64,8 +65,19 @@ def partition_cmd(
     force: bool = typer.Option(
         False, "--force", help="Re-partition a run that has trained blocks: deletes its blocks and history."
     ),
+    relink: bool = typer.Option(
+        False,
+        "--relink",
+        help="The run's dataset moved to DATA: check that DATA holds the same photos (it must partition, "
+        "with the run's own settings, into the same frame, grid and photo lists) and point the run and "
+        "its versions at it. Trained blocks are kept; the other options are not used.",
+    ),
 ) -> None:
     """Partition a survey into blocks on the ground plane; writes RUN/partition.json and RUN/partition.png."""
+    if relink:
+        relinked = run(relink_dataset, data, out)
+        console.print(f"{out / 'partition.json'} (version {relinked.version}) now reads {relinked.dataset}")
+        return
     config = PartitionConfig(
         blocks=run(parse_blocks, blocks),
         images_per_block=images_per_block,

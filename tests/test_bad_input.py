@@ -192,3 +192,34 @@ def test_partition_reads_every_photo_header_and_lists_the_bad_ones(case, mini_da
     line = one_error_line(result, str(data), f"2 of {len(photos)} photos are unusable", needle)
     assert photos[3].name in line and photos[4].name in line
     assert not (tmp_path / "run" / "partition.json").exists()
+
+
+def test_a_run_follows_its_dataset_to_a_new_place_and_refuses_another(mini_dataset, tmp_path):
+    old, new, other = tmp_path / "old", tmp_path / "new", tmp_path / "other"
+    shutil.copytree(mini_dataset, old)
+    run = tmp_path / "run"
+    assert CliRunner().invoke(app, ["partition", str(old), "-o", str(run), "--blocks", "1x2"]).exit_code == 0
+    (run / "blocks" / "r00c00").mkdir(parents=True)
+    (run / "blocks" / "r00c00" / "model.pt").write_bytes(b"trained")  # stands for a trained block
+    shutil.copytree(old, other)
+    shutil.move(old, new)
+    # Without --relink, the moved dataset is another partition of a run with trained blocks.
+    one_error_line(
+        CliRunner().invoke(app, ["partition", str(new), "-o", str(run), "--blocks", "1x2"]), "--force"
+    )
+    # Another survey (one photo fewer) is refused, and the run is left as it was.
+    meta = json.loads((other / "transforms.json").read_text())
+    meta["frames"].pop(0)
+    (other / "transforms.json").write_text(json.dumps(meta))
+    before = checksums(run)
+    one_error_line(
+        CliRunner().invoke(app, ["partition", str(other), "-o", str(run), "--relink"]), "not the run"
+    )
+    assert checksums(run) == before
+    result = CliRunner().invoke(app, ["partition", str(new), "-o", str(run), "--relink"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "partition.json").read_text())["dataset"] == str(new.resolve())
+    assert (run / "blocks" / "r00c00" / "model.pt").read_bytes() == b"trained"
+    from birdnerf.partition import load_scene, read_partition
+
+    assert len(load_scene(read_partition(run))) == len(list((new / "images").iterdir()))

@@ -198,6 +198,20 @@ def dataset_label(path: Path) -> str:
     return str(Path(path).resolve())
 
 
+def plan_partition(data: str | Path, config: PartitionConfig) -> tuple[Partition, Scene, dict]:
+    """Read a dataset (every photo's header checked), find its world frame and partition it;
+    nothing is written. Returns the partition, the scene in the world frame and the frame."""
+    from birdnerf.scene.images import check_photos
+    from birdnerf.scene.load import load_dataset
+
+    config.check()
+    raw = load_dataset(data)
+    check_photos(raw.image_paths, raw.cameras, raw.names, Path(data))
+    scene, frame = scene_to_world(raw, config.ground_z, config.z_range)
+    check_user_geometry(scene, frame, config)
+    return partition_scene(scene, config, dataset=dataset_label(Path(data)), frame=frame), scene, frame
+
+
 def partition_dataset(
     data: str | Path, run_dir: str | Path, config: PartitionConfig | None = None, *, force: bool = False
 ) -> tuple[Partition, Scene]:
@@ -209,16 +223,9 @@ def partition_dataset(
     """
     from birdnerf.partition.manifest import MANIFEST, read_partition, to_json, write_partition
     from birdnerf.partition.plot import plot_partition
-    from birdnerf.scene.images import check_photos
-    from birdnerf.scene.load import load_dataset
 
     config = config or PartitionConfig()
-    config.check()
-    raw = load_dataset(data)
-    check_photos(raw.image_paths, raw.cameras, raw.names, Path(data))
-    scene, frame = scene_to_world(raw, config.ground_z, config.z_range)
-    check_user_geometry(scene, frame, config)
-    partition = partition_scene(scene, config, dataset=dataset_label(Path(data)), frame=frame)
+    partition, scene, frame = plan_partition(data, config)
     run_dir = Path(run_dir)
     partition.run_dir = run_dir
     with run_lock(run_dir, "partition"):
