@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf_cli.main import app
-from tests.test_bad_input import checksums, one_error_line, trained_copy  # noqa: F401 (fixture)
+from tests.test_bad_input import _camera_path, checksums, one_error_line, trained_copy  # noqa: F401 (fixture)
 
 
 def _no_temp_files(folder: Path) -> bool:
@@ -101,3 +101,18 @@ def test_a_real_full_disk(trained_copy, tmp_path):  # noqa: F811
         assert checksums(run) == before and _no_temp_files(run)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_render_that_cannot_fit_is_refused_before_it_starts(trained_copy, tmp_path, monkeypatch):  # noqa: F811
+    from birdnerf import resources
+
+    path = _camera_path(tmp_path, width=8000, height=6000)
+    monkeypatch.setattr(resources, "available_memory", lambda: 1 << 30)
+    before = checksums(trained_copy)
+    result = CliRunner().invoke(app, ["render", str(trained_copy), "--camera-path", str(path)])
+    one_error_line(result, "8000x6000 px needs up to 2.9 GB of memory (1.0 GB available)", "smaller frames")
+    assert checksums(trained_copy) == before
+    monkeypatch.setattr(resources, "available_memory", lambda: None)
+    monkeypatch.setattr(resources, "free_space", lambda folder: 100 << 20)
+    result = CliRunner().invoke(app, ["render", str(trained_copy), "--camera-path", str(path)])
+    one_error_line(result, "needs up to 595 MB of disk (100 MB free there)")

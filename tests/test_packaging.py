@@ -68,7 +68,7 @@ def test_license_file_matches_the_declared_license():
 # Each package imports only packages of a lower rank (its own modules aside): the pipeline's order.
 RANKS = {
     "errors": 0,
-    **dict.fromkeys(["atomic", "progress", "torch_globals", "device"], 1),
+    **dict.fromkeys(["atomic", "progress", "torch_globals", "device", "resources"], 1),
     **dict.fromkeys(["runlock", "formats"], 2),
     "scene": 3,
     "geo": 4,

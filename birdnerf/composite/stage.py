@@ -17,6 +17,7 @@ from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
+from birdnerf.resources import check_fits
 from birdnerf.runlock import locks_run, writes_inside
 from birdnerf.torch_globals import keep_torch_globals
 
@@ -78,6 +79,7 @@ def render_run(
     out = Path(out_dir) if out_dir else run_dir / "renders" / label
     if video not in (None, "mp4", "gif"):
         raise BirdnerfError(f"video must be mp4 or gif, not {video!r}")
+    check_render_fits(jobs, out, video)
     cache = BlockCache(run_dir, capacity=cache_size, device=resolve_device(device))
     index = BlendIndex(partition)
     summary = RenderSummary(out_dir=out)
@@ -107,6 +109,29 @@ def render_run(
         depth_rgb = [colorize_depth(d, lo, hi) for d in depth_frames]
         summary.depth_animation = save_animation(out / f"{label}.depth.{video}", depth_rgb, fps)
     return summary
+
+
+FRAME_BYTES_PER_PIXEL = 64
+"""Memory a frame takes while it renders and saves: its blended images and each slot's weights,
+the owner map, and the copies written to disk (measured peak, rounded up)."""
+DISK_BYTES_PER_PIXEL = 13
+"""Most bytes a frame's files take: RGB, depth and block-map PNGs (3 each, uncompressed) and
+depth as float32."""
+
+
+def check_render_fits(jobs: list, out: Path, video: str | None) -> None:
+    """One line, before anything renders, when the largest frame does not fit in memory or the
+    frames' files (and a video's frames, held until the end) do not fit."""
+    pixels = [cam.width * cam.height for cam, _, _ in jobs]
+    biggest = max(jobs, key=lambda job: job[0].width * job[0].height)[0]
+    held = sum(pixels) * 7 if video else 0  # RGB bytes and float32 depth of every frame
+    check_fits(
+        f"rendering {len(jobs)} frame(s) of up to {biggest.width}x{biggest.height} px",
+        memory=max(pixels) * FRAME_BYTES_PER_PIXEL + held,
+        disk=sum(pixels) * DISK_BYTES_PER_PIXEL,
+        folder=out,
+        hint="render fewer or smaller frames (the camera path's size)" + (", or no video" if video else ""),
+    )
 
 
 def view_stem(name: str) -> str:

@@ -33,6 +33,7 @@ from torch import Tensor
 from birdnerf import atomic
 from birdnerf.partition.footprint import MAX_RANGE_FACTOR, ground_hits
 from birdnerf.partition.manifest import Block
+from birdnerf.resources import check_fits
 from birdnerf.scene.camera import Camera, camera_rays, pixel_directions
 from birdnerf.scene.images import load_rgb
 from birdnerf.scene.scene import Scene
@@ -273,6 +274,15 @@ def block_pixels(
     index_path, colors_path = folder / INDEX_FILE, folder / COLORS_FILE
     index = _read_index(index_path, key, names, scene)
     if index is None or not colors_path.exists():
+        # Every pixel of the block's photos at most, 3 bytes each: refused up front if it cannot fit.
+        lookup = {n: i for i, n in enumerate(scene.names)}
+        most = sum(scene.cameras[lookup[n]].width * scene.cameras[lookup[n]].height for n in names)
+        check_fits(
+            f"block {block.id}'s training pixels ({len(names)} photos)",
+            disk=3 * most,
+            folder=folder,
+            hint="free space there, or import the photos smaller (birdnerf import --max-width)",
+        )
         with atomic.atomic_path(colors_path) as tmp, open(tmp, "wb") as out:
             index = build_index(scene, block, names, out, chunk_pixels)
         with atomic.atomic_path(index_path) as tmp, open(tmp, "wb") as f:
