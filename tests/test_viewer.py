@@ -81,6 +81,10 @@ def _fake_view(cam, c2w, log, delay):
     )  # fmt: skip
 
 
+def _unreadable_block(cam, c2w):
+    raise BirdnerfError("unreadable checkpoint", "m.pt")
+
+
 def _wait(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -89,10 +93,11 @@ def _wait(condition, timeout=10.0):
 
 
 def test_live_renderer_newest_camera_wins_then_refines():
-    log, frames = [], []
+    log, frames, errors = [], [], []
     live = LiveRenderer(
         lambda cam, c2w: _fake_view(cam, c2w, log, 0.05),
         frames.append,
+        on_error=errors.append,
         preview_width=16,
         full_width=64,
         settle_s=0.2,
@@ -119,6 +124,17 @@ def test_live_renderer_newest_camera_wins_then_refines():
         _wait(lambda: live.delivered["full"] == 2)
         assert frames[-1].level == "full"
         assert sum(entry[2] == 100.0 and entry[0] == 64 for entry in log) < 4
+        # A view that fails is reported, and the next one renders.
+        live.set_render(
+            lambda cam, c2w: (_ for _ in ()).throw(BirdnerfError("unreadable checkpoint", "m.pt"))
+        )
+        live.request(7, pose(300.0))
+        _wait(lambda: errors)
+        assert errors == ["BirdnerfError: m.pt: unreadable checkpoint"] and live.error == errors[0]
+        live.set_render(lambda cam, c2w: _fake_view(cam, c2w, log, 0.0))
+        live.request(7, pose(400.0))
+        _wait(lambda: live.delivered["full"] == 3)
+        assert live.error is None
     finally:
         live.stop()
     assert not live._thread.is_alive()
@@ -193,18 +209,30 @@ def test_block_statuses_read_the_folders(mini_runs, tmp_path):
     (run / "eval.json").write_text(json.dumps({"per_block": figures}))
     statuses = block_statuses(run, partition)
     assert [s.status for s in statuses] == ["done", "partial"]
-    assert (statuses[0].step, statuses[0].psnr, statuses[0].eval_psnr) == (5, 20.0, 21.5)
-    assert statuses[1].step is not None and statuses[1].eval_psnr is None
+    assert (statuses[0].step, statuses[0].psnr, statuses[0].heldout_psnr) == (5, 20.0, 21.5)
+    assert statuses[1].step is not None and statuses[1].heldout_psnr is None
     table = status_markdown(statuses)
-    assert "1 done, 1 partial" in table and "21.5 (+3.2)" in table
+    assert "1 done, 1 partial" in table and "21.5 (+3.2) |" in table
+    (run / "eval.json").unlink()  # without an evaluation: the block's own held-out figures
+    done = json.loads((first / "done.json").read_text())["quality"]
+    assert block_statuses(run, partition)[0].heldout_psnr == pytest.approx(done["psnr"])
+    assert f"{done['psnr']:.1f} ({done['margin_db']:+.1f})* |" in status_markdown(
+        block_statuses(run, partition)
+    )
 
 
-def test_view_command_bad_run(tmp_path):
-    result = CliRunner().invoke(app, ["view", str(tmp_path)])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+def _error_lines(args: list[str]) -> list[str]:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def test_view_command_bad_input(tmp_path):
+    assert _error_lines(["view", str(tmp_path)]) == [
         f"error: {tmp_path / 'partition.json'}: no partition manifest here (run `birdnerf partition` first)"
     ]
+    [line] = _error_lines(["view", str(tmp_path), "--backend", "fast"])
+    assert line.startswith("error: unknown field backend 'fast' (auto, torch,")
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:

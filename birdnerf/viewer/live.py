@@ -97,6 +97,7 @@ class LiveRenderer:
     Args:
         render: composites one view (see :data:`RenderFn`); replace it with :meth:`set_render`.
         deliver: receives every :class:`Frame` (called from the render thread).
+        on_error: receives the message of a render that failed (the thread goes on).
         preview_width, full_width: image widths in pixels while moving and when still.
         settle_s: seconds a camera must stay still before the full-width render starts.
         strip_pixels: pixels per strip of a full-width render.
@@ -107,12 +108,13 @@ class LiveRenderer:
         render: RenderFn | None,
         deliver: Callable[[Frame], None],
         *,
+        on_error: Callable[[str], None] | None = None,
         preview_width: int = 64,
         full_width: int = 480,
         settle_s: float = 0.3,
         strip_pixels: int = 1 << 14,
     ):
-        self._render, self._deliver = render, deliver
+        self._render, self._deliver, self._on_error = render, deliver, on_error
         self.preview_width, self.full_width = preview_width, full_width
         self.settle_s, self.strip_pixels = settle_s, strip_pixels
         self.enabled = True
@@ -201,6 +203,8 @@ class LiveRenderer:
                 logger.warning("live render failed: %s", self.error)
                 with self._cond:
                     client.preview_done = client.full_done = generation
+                if self._on_error is not None:
+                    self._on_error(self.error)
 
     def _preview(self, client_id: int, client: _Client, pose: ViewPose, generation: int, render) -> None:
         cam, c2w = view_camera(pose.wxyz, pose.position, pose.fov, pose.aspect, self.preview_width)

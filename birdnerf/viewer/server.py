@@ -22,6 +22,7 @@ from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.view import render_view
 from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
+from birdnerf.field.backends import BACKENDS
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.manifest import Partition
 from birdnerf.viewer import layers
@@ -78,6 +79,7 @@ class Viewer:
         self.live = LiveRenderer(
             None,
             self._deliver,
+            on_error=self._render_failed,
             preview_width=config.preview_width,
             full_width=config.full_width,
             settle_s=config.settle_s,
@@ -96,7 +98,9 @@ class Viewer:
         return self.live.delivered
 
     def refresh(self) -> None:
-        """Read the blocks' statuses again; blocks trained since are rendered from now on."""
+        """Read the blocks' statuses again; blocks trained since are rendered from now on.
+
+        The manifest itself is read once: after ``birdnerf update``, start the viewer again."""
         statuses = block_statuses(self.run_dir, self.partition)
         done = {s.id for s in statuses if s.status == DONE}
         self.live.set_render(self._render_fn([b for b in self.partition.blocks if b.id in done]))
@@ -124,6 +128,10 @@ class Viewer:
         self.last_frame = frame
         if self.gui is not None:
             self.gui.show_frame(frame, self.live)
+
+    def _render_failed(self, message: str) -> None:
+        if self.gui is not None:
+            self.gui.show_note(f"render failed: {message}")
 
     def _on_connect(self, client) -> None:
         client.camera.far = max(1000.0, 20.0 * layers.site_extent(self.partition))
@@ -178,9 +186,12 @@ def serve(run: str | Path, config: ViewerConfig | None = None, *, block: bool = 
     """Serve the web viewer of ``run``; returns at once (``block``: after :meth:`Viewer.stop`).
 
     Raises:
-        BirdnerfError: no readable ``partition.json``, or viser missing.
+        BirdnerfError: no readable ``partition.json``, an unknown backend or unusable device, or
+            viser missing.
     """
     config = config or ViewerConfig()
+    if config.backend not in ("auto", *BACKENDS):
+        raise BirdnerfError(f"unknown field backend {config.backend!r} (auto, {', '.join(BACKENDS)})")
     run_dir = Path(run)
     partition = read_partition(run_dir)
     try:

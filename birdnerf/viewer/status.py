@@ -26,8 +26,10 @@ class BlockStatus:
             ``untrained`` (nothing yet) or ``empty`` (too few photos to train).
         step: last logged training step, when any.
         loss, psnr: training loss (MSE) and PSNR (dB) of the last ``metrics.jsonl`` row.
-        eval_psnr, eval_margin_db: held-out PSNR (dB) of the block's pixels in ``eval.json``,
-            and its margin over the mean-colour baseline of the same pixels.
+        heldout_psnr, heldout_margin_db: held-out PSNR (dB) and its margin over the mean-colour
+            baseline of the same pixels: the block's pixels of the test photos in ``eval.json``
+            when the run was evaluated, else the block's own held-out pixels (``done.json``).
+        heldout_source: ``eval`` or ``done`` (where the two figures come from), or None.
         problem: a file that could not be read, when one could not.
     """
 
@@ -36,8 +38,9 @@ class BlockStatus:
     step: int | None = None
     loss: float | None = None
     psnr: float | None = None
-    eval_psnr: float | None = None
-    eval_margin_db: float | None = None
+    heldout_psnr: float | None = None
+    heldout_margin_db: float | None = None
+    heldout_source: str | None = None
     problem: str | None = None
 
 
@@ -92,7 +95,10 @@ def block_statuses(run_dir: str | Path, partition: Partition) -> list[BlockStatu
             status = UNTRAINED
         row, problem = _last_metrics(folder / "metrics.jsonl")
         row = row or {}
-        figures = per_block.get(block.id)
+        figures, source = per_block.get(block.id), "eval"
+        if not isinstance(figures, dict) or _number(figures.get("psnr")) is None:
+            done, done_problem = _read_json(folder / "done.json") if status == DONE else (None, None)
+            figures, source, problem = (done or {}).get("quality"), "done", problem or done_problem
         figures = figures if isinstance(figures, dict) else {}
         step = row.get("step")
         out.append(
@@ -102,8 +108,9 @@ def block_statuses(run_dir: str | Path, partition: Partition) -> list[BlockStatu
                 step=step if isinstance(step, int) else None,
                 loss=_number(row.get("loss")),
                 psnr=_number(row.get("psnr")),
-                eval_psnr=_number(figures.get("psnr")),
-                eval_margin_db=_number(figures.get("margin_db")),
+                heldout_psnr=_number(figures.get("psnr")),
+                heldout_margin_db=_number(figures.get("margin_db")),
+                heldout_source=source if _number(figures.get("psnr")) is not None else None,
                 problem=problem or eval_problem,
             )
         )
@@ -121,15 +128,22 @@ def status_markdown(statuses: list[BlockStatus]) -> str:
     lines = [
         f"**{len(statuses)} blocks**: {head}",
         "",
-        "| block | status | step | loss | PSNR | eval PSNR (margin) |",
+        "| block | status | step | loss | PSNR | held-out (margin) |",
         "|---|---|---|---|---|---|",
     ]
+    mark = {"eval": "", "done": "*", None: ""}
     for b in statuses:
-        margin = "" if b.eval_margin_db is None else f" ({b.eval_margin_db:+.1f})"
+        margin = "" if b.heldout_margin_db is None else f" ({b.heldout_margin_db:+.1f})"
         lines.append(
             f"| {b.id} | {b.status} | {_fmt(b.step, 'd')} | {_fmt(b.loss, '.4f')} | "
-            f"{_fmt(b.psnr, '.1f')} | {_fmt(b.eval_psnr, '.1f')}{margin} |"
+            f"{_fmt(b.psnr, '.1f')} | {_fmt(b.heldout_psnr, '.1f')}{margin}{mark[b.heldout_source]} |"
         )
+    lines += [
+        "",
+        "PSNR in dB: training (last logged step); held-out, over the mean colour of the same pixels",
+    ]
+    if any(b.heldout_source == "done" for b in statuses):
+        lines.append("(* the block's own held-out pixels; `birdnerf eval` scores the composite)")
     problems = sorted({b.problem for b in statuses if b.problem})
-    lines += ["", *(f"unreadable: {p}" for p in problems)]
+    lines += [f"unreadable: {p}" for p in problems]
     return "\n".join(lines)
