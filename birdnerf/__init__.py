@@ -15,6 +15,7 @@ One entry point per stage, importable from here (each loads its sub-package on f
     update_run(run, data, UpdateOptions())  retrain the blocks new photos touch; rollback(run, N)
     run_info(run)                         datasets, blocks and versions of a run
     run_demo(out, DemoConfig())           all of the above on a sample scene
+    serve(run, ViewerConfig())            the web viewer of a run (viser); returns a Viewer
     plots                                 matplotlib Figures of each stage (birdnerf.plots)
 
 The stages that train or render restore every torch setting they change
@@ -52,6 +53,8 @@ _LAZY = {
     "run_demo": "birdnerf.demo",
     "DemoConfig": "birdnerf.demo",
     "keep_torch_globals": "birdnerf.torch_globals",
+    "serve": "birdnerf.viewer",
+    "ViewerConfig": "birdnerf.viewer",
 }
 _SUBMODULES = {"plots"}
 

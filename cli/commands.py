@@ -10,4 +10,5 @@ from birdnerf_cli import (  # noqa: F401
     sample_data,
     train,
     update,
+    view,
 )

@@ -14,22 +14,37 @@ from birdnerf.partition.manifest import Block
 
 
 def load_block_model(
-    run_dir: str | Path, block_id: str, device: torch.device | str = "cpu", revision: int = 1
+    run_dir: str | Path,
+    block_id: str,
+    device: torch.device | str = "cpu",
+    revision: int = 1,
+    backend: str = "auto",
 ) -> BlockModel:
-    """The finished model of one block (``config.json`` + ``model.pt``, tensors only)."""
+    """The finished model of one block (``config.json`` + ``model.pt``, tensors only), on the field
+    ``backend`` (see :func:`birdnerf.train.model.load_trained_model`)."""
     folder = ckpt.block_dir(run_dir, block_id, revision)
     if not (folder / "done.json").exists():
         raise BirdnerfError(f"block {block_id} is not trained yet (run `birdnerf train`)", folder)
-    return load_trained_model(folder, device)
+    return load_trained_model(folder, device, backend)
 
 
 class BlockCache:
-    """Keeps at most ``capacity`` block models in memory; ``loads`` counts every load from disk."""
+    """Keeps at most ``capacity`` block models in memory; ``loads`` counts every load from disk.
 
-    def __init__(self, run_dir: str | Path, capacity: int = 8, device: torch.device | str = "cpu"):
+    ``backend`` is the field backend the models load with (``auto``: the fastest that reads them).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        capacity: int = 8,
+        device: torch.device | str = "cpu",
+        backend: str = "auto",
+    ):
         self.run_dir = Path(run_dir)
         self.capacity = max(1, capacity)
         self.device = device
+        self.backend = backend
         self.loads: list[str] = []
         self._models: OrderedDict[str, BlockModel] = OrderedDict()
 
@@ -40,7 +55,7 @@ class BlockCache:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        model = load_block_model(self.run_dir, block_id, self.device, revision)
+        model = load_block_model(self.run_dir, block_id, self.device, revision, self.backend)
         self.loads.append(block_id)
         self._models[key] = model
         if len(self._models) > self.capacity:
