@@ -8,7 +8,7 @@ import typer
 
 from birdnerf.device import DEVICE_HELP
 from birdnerf.progress import console
-from birdnerf_cli.main import app, run
+from birdnerf_cli.app import app, run
 
 
 @app.command("view")

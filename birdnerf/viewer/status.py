@@ -6,12 +6,13 @@ the panel rather than raised: the viewer must not fall over because a figure is 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from birdnerf import formats
+from birdnerf.block import checkpoint as ckpt
+from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import Partition
-from birdnerf.train import checkpoint as ckpt
 
 DONE, PARTIAL, UNTRAINED, EMPTY = "done", "partial", "untrained", "empty"
 
@@ -44,14 +45,14 @@ class BlockStatus:
     problem: str | None = None
 
 
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
+def _read(path: Path, fmt: formats.Format) -> tuple[dict | None, str | None]:
+    """A run file's record, or the one-line problem that stops it being read (shown in the panel)."""
     if not path.exists():
         return None, None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return None, f"{path.name}: {type(err).__name__}"
-    return (data, None) if isinstance(data, dict) else (None, f"{path.name}: not an object")
+        return formats.read_record(path, fmt), None
+    except BirdnerfError as err:
+        return None, f"{path.name}: {err.message}"
 
 
 def _last_metrics(path: Path) -> tuple[dict | None, str | None]:
@@ -59,17 +60,10 @@ def _last_metrics(path: Path) -> tuple[dict | None, str | None]:
     if not path.exists():
         return None, None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        return None, f"{path.name}: {type(err).__name__}"
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            return row, None
-    return None, None
+        rows = ckpt.read_jsonl(path)
+    except BirdnerfError as err:
+        return None, f"{path.name}: {err.message}"
+    return (rows[-1] if rows else None), None
 
 
 def _number(value: object) -> float | None:
@@ -79,7 +73,7 @@ def _number(value: object) -> float | None:
 def block_statuses(run_dir: str | Path, partition: Partition) -> list[BlockStatus]:
     """The status and latest figures of every block of ``partition`` (its current revisions)."""
     run_dir = Path(run_dir)
-    evaluation, eval_problem = _read_json(run_dir / "eval.json")
+    evaluation, eval_problem = _read(run_dir / "eval.json", formats.EVAL)
     per_block = (evaluation or {}).get("per_block")
     per_block = per_block if isinstance(per_block, dict) else {}
     out = []
@@ -97,7 +91,9 @@ def block_statuses(run_dir: str | Path, partition: Partition) -> list[BlockStatu
         row = row or {}
         figures, source = per_block.get(block.id), "eval"
         if not isinstance(figures, dict) or _number(figures.get("psnr")) is None:
-            done, done_problem = _read_json(folder / "done.json") if status == DONE else (None, None)
+            done, done_problem = (
+                _read(folder / "done.json", formats.BLOCK_DONE) if status == DONE else (None, None)
+            )
             figures, source, problem = (done or {}).get("quality"), "done", problem or done_problem
         figures = figures if isinstance(figures, dict) else {}
         step = row.get("step")
