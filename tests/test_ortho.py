@@ -218,7 +218,7 @@ def test_a_georeferenced_run_is_written_in_utm(mini_runs, mini_dataset, tmp_path
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["{missing}"], "partition.json"),
+        (["{missing}"], "no partition manifest"),
         (["{run}", "--gsd", "0"], "--gsd"),
         (["{run}", "--gsd", "-2"], "--gsd"),
         (["{run}", "--gsd", "1e-6"], "too fine"),

@@ -79,7 +79,10 @@ def utm_georef(
     window: Window, gsd: float, origin: GeoPoint, load_transform: np.ndarray, ground_z: float
 ) -> RasterGeoref:
     """The raster in the UTM zone of ``origin``: world -> dataset (ENU) -> WGS84 -> UTM."""
-    from pyproj import Transformer
+    try:
+        from pyproj import Transformer
+    except ImportError:
+        raise BirdnerfError("a UTM orthophoto needs pyproj: pip install 'birdnerf[ortho]'") from None
 
     epsg = utm_epsg(origin.lat, origin.lon)
     cols, rows = np.meshgrid(np.linspace(0, window.width, 5), np.linspace(0, window.height, 5))

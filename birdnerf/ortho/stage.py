@@ -18,7 +18,7 @@ from birdnerf.ortho import georef as geo
 from birdnerf.ortho.geotiff import cog_writer, write_window
 from birdnerf.ortho.grid import Window, block_mask, block_windows, raster_window, survey_gsd
 from birdnerf.ortho.mosaic import NODATA_HEIGHT, TileSource, blend_window
-from birdnerf.ortho.tiles import read_tile, render_tile, tile_record, write_tile
+from birdnerf.ortho.tiles import read_tile, render_tile, stored_record, tile_record, write_tile
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
 from birdnerf.runlock import locks_run, writes_inside
@@ -111,7 +111,7 @@ def render_ortho(
         mask = block_mask(index, b, window, gsd).numpy()
         records[b] = tile_record(run_dir, block, window, mask, gsd)
         path = out / "blocks" / f"{block.id}.npz"
-        if read_tile(path, records[b]) is not None:
+        if stored_record(path) == records[b]:
             result.reused.append(block.id)
         else:
             write_tile(path, render_tile(cache, block, window, mask, gsd), records[b])
@@ -121,9 +121,10 @@ def render_ortho(
             progress(k + 1, steps, {"block": block.id})
 
     def load(b: int):
-        tile = read_tile(out / "blocks" / f"{partition.blocks[b].id}.npz", records[b])
-        if tile is None:
-            raise BirdnerfError("block tile changed while the orthophoto was written", out / "blocks")
+        path = out / "blocks" / f"{partition.blocks[b].id}.npz"
+        tile = read_tile(path, records[b])
+        if tile is None:  # written atomically above: only a change by hand gets here
+            raise BirdnerfError("block tile unreadable or changed meanwhile: delete it and run again", path)
         return tile
 
     tiles = TileSource(load)

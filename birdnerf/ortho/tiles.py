@@ -21,6 +21,7 @@ import torch
 from birdnerf import atomic
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.infer import render_block
+from birdnerf.errors import BirdnerfError
 from birdnerf.ortho.grid import TOP_MARGIN_M, Window
 from birdnerf.partition.manifest import Block
 
@@ -53,11 +54,17 @@ class BlockTile:
 
 def model_digest(run_dir: Path, block: Block) -> str:
     """SHA-256 of the block's ``config.json`` and ``model.pt`` (what its tile was rendered from)."""
+    folder = run_dir / block.folder
+    if not (folder / "done.json").exists():
+        raise BirdnerfError(f"block {block.id} is not trained yet (run `birdnerf train`)", folder)
     digest = hashlib.sha256()
     for name in ("config.json", "model.pt"):
-        with open(run_dir / block.folder / name, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(chunk)
+        try:
+            with open(folder / name, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as err:
+            raise BirdnerfError(f"cannot read the block's model ({err.strerror})", folder / name) from None
     return digest.hexdigest()
 
 
@@ -81,6 +88,15 @@ def load_tile(path: Path) -> tuple[BlockTile, dict]:
         record = json.loads(str(data["record"]))
         arrays = (data[k] for k in ("rgb", "opacity", "height", "surface", "mask"))
         return BlockTile(Window(*record["window"]), *arrays), record
+
+
+def stored_record(path: Path) -> dict | None:
+    """The record of the tile at ``path`` (its arrays are not read), None if there is none."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["record"]))
+    except (OSError, KeyError, ValueError, TypeError):  # missing, truncated or foreign
+        return None
 
 
 def read_tile(path: Path, record: dict) -> BlockTile | None:
