@@ -130,11 +130,13 @@ def score_points(run: Path, result) -> dict:
     height[inside] = dsm[row[inside], col[inside]]
     ok = inside & (height != -9999.0)
     diff = height[ok] - meta["dsm_z_offset_m"] - scene.points[ok, 2]
+    flat = meta["ground_z"] - scene.points[ok, 2]  # the flat plane at the run's ground height
     return {
         "points": int(len(col)),
         "points_covered": int(ok.sum()),
         "median_dsm_minus_points_m": float(np.median(diff)),
         "median_abs_dsm_minus_points_m": float(np.median(np.abs(diff))),
+        "median_abs_flat_minus_points_m": float(np.median(np.abs(flat))),
     }
 
 
