@@ -23,7 +23,11 @@ def ortho_cmd(
     ),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder (default RUN/ortho)."),
     min_opacity: float = typer.Option(
-        0.5, "--min-opacity", help="Opacity (0-1) below which a cell is empty: alpha 0, DSM nodata."
+        0.5,
+        "--min-opacity",
+        min=0.0,
+        max=1.0,
+        help="Opacity (0-1) below which a cell is empty: alpha 0, DSM nodata.",
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
