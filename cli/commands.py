@@ -5,6 +5,7 @@ from birdnerf_cli import (  # noqa: F401
     evaluate,
     import_data,
     info,
+    ortho,
     partition,
     render,
     sample_data,

@@ -21,7 +21,7 @@ def load_block_model(
     backend: str = "auto",
 ) -> BlockModel:
     """The finished model of one block (``config.json`` + ``model.pt``, tensors only), on the field
-    ``backend`` (see :func:`birdnerf.train.model.load_trained_model`)."""
+    ``backend`` (see :func:`birdnerf.block.model.load_trained_model`)."""
     folder = ckpt.block_dir(run_dir, block_id, revision)
     if not (folder / "done.json").exists():
         raise BirdnerfError(f"block {block_id} is not trained yet (run `birdnerf train`)", folder)

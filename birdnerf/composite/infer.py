@@ -28,6 +28,7 @@ def render_block(
     t_start: Tensor | None = None,
     margin_steps: float = 32.0,
     first_hit: bool = False,
+    hit_opacity: float = FIRST_HIT_OPACITY,
     chunk: int = 1 << 13,
     samples_per_round: int = 64,
     window_steps: int | None = None,
@@ -39,7 +40,8 @@ def render_block(
         t_start: (N,) distance where the first thing along each ray is expected (``inf`` where
             nothing is known); marching starts ``margin_steps`` marching steps before it, so the
             empty or barely visible space in front is never sampled.
-        first_hit: also return where each ray's opacity reaches :data:`FIRST_HIT_OPACITY`.
+        first_hit: also return where each ray's opacity first reaches ``hit_opacity`` (default
+            :data:`FIRST_HIT_OPACITY`: the first thing the ray sees; 0.5: its median depth).
         chunk: rays per field round trip (bounds the memory of a call).
         samples_per_round, window_steps: see :func:`birdnerf.render.render_rays`.
     """
@@ -72,7 +74,7 @@ def render_block(
                 samples_per_round=samples_per_round,
                 window_steps=window_steps,
                 early_stop_eps=model.render_config.early_stop_eps,
-                first_hit_opacity=FIRST_HIT_OPACITY if first_hit else None,
+                first_hit_opacity=hit_opacity if first_hit else None,
             )
         )
     if not parts:

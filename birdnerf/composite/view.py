@@ -23,7 +23,9 @@ Two paths render the same composite:
   marching from their box's entry.
 
 Frames are rendered in bands of rows of at most ``tile_pixels`` pixels, so memory is bounded
-whatever the frame size.
+whatever the frame size. Where a band's rays come from is pluggable
+(:mod:`birdnerf.composite.rays`): :func:`render_view` renders a photo-like camera,
+:func:`render_rays_view` any ray source, e.g. the vertical rays of an orthophoto.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from torch import Tensor
 from birdnerf.composite.blend import SLOTS, BlendIndex, SparseWeights
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.infer import render_block
+from birdnerf.composite.rays import PinholeRays, RaySource
 from birdnerf.partition.footprint import ground_points
 from birdnerf.partition.manifest import Partition
 from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
@@ -175,16 +178,17 @@ class _Frame:
             self.used.add(b)
 
     def weights_at(self, points: Tensor) -> SparseWeights:
-        w = self.index.weights(points)
-        keep = w.weight > self.min_weight
-        weight = torch.where(keep, w.weight, torch.zeros_like(w.weight))
-        weight = weight / weight.sum(dim=1, keepdim=True)
-        return SparseWeights(torch.where(keep, w.index, torch.full_like(w.index, -1)), weight)
+        return trimmed_weights(self.index, points, self.min_weight)
 
 
-def _rays(cam: Camera, c2w: np.ndarray, pixels: Tensor, device) -> tuple[Tensor, Tensor]:
-    o, d = camera_rays(cam, torch.from_numpy(c2w), pixels)
-    return o.reshape(-1, 3).float().to(device), d.reshape(-1, 3).float().to(device)
+def trimmed_weights(index: BlendIndex, points: Tensor, min_weight: float) -> SparseWeights:
+    """Blend weights at bird-view ``points`` (N, 2), weights up to ``min_weight`` dropped and the
+    rest renormalised."""
+    w = index.weights(points)
+    keep = w.weight > min_weight
+    weight = torch.where(keep, w.weight, torch.zeros_like(w.weight))
+    weight = weight / weight.sum(dim=1, keepdim=True)
+    return SparseWeights(torch.where(keep, w.index, torch.full_like(w.index, -1)), weight)
 
 
 def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float) -> Tensor:
@@ -194,8 +198,6 @@ def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float)
     return torch.where((opacity > HIT_OPACITY)[:, None], surface, ground.to(surface.dtype))
 
 
-@torch.no_grad()
-@keep_torch_globals()
 def render_view(
     partition: Partition,
     cache: BlockCache,
@@ -221,23 +223,52 @@ def render_view(
         tile_pixels: pixels rendered at once (whole rows; at least one row).
         index: the partition's :class:`BlendIndex` (built here when None).
     """
+    return render_rays_view(
+        partition,
+        cache,
+        PinholeRays(cam, np.asarray(c2w)),
+        depth_guided=depth_guided,
+        blend_fraction=blend_fraction,
+        appearance=appearance,
+        fast=fast,
+        tile_pixels=tile_pixels,
+        index=index,
+    )
+
+
+@torch.no_grad()
+@keep_torch_globals()
+def render_rays_view(
+    partition: Partition,
+    cache: BlockCache,
+    source: RaySource,
+    *,
+    depth_guided: bool = True,
+    blend_fraction: float = 0.5,
+    appearance: dict[str, Tensor] | None = None,
+    fast: bool = True,
+    tile_pixels: int = 1 << 16,
+    index: BlendIndex | None = None,
+) -> ViewRender:
+    """Render the rays of ``source`` (a photo-like camera, an orthographic raster ...) from the
+    blocks; ``depth`` is measured along ``source.depth_axis()``. Options as in :func:`render_view`.
+    """
     device = cache.device
     index = index or BlendIndex(partition, blend_fraction)
     # The fast path drops blend slivers under 0.1 % (renormalised): a field pass for nothing visible.
     frame = _Frame(partition, index, cache, appearance, device, FAST_MIN_WEIGHT if fast else MIN_WEIGHT)
     ground_z = float(partition.frame["ground_z"])
-    h, w = cam.height, cam.width
+    h, w = source.height, source.width
     rgb, dist = torch.zeros(h * w, 3, device=device), torch.zeros(h * w, device=device)  # dist: z-depth
     opacity = torch.zeros(h * w, device=device)
     owner = torch.zeros(h * w, dtype=torch.long, device=device)
     effective: dict[int, Tensor] = {}
     reassigned = 0
-    centers = pixel_centers(cam, torch.float64)
-    forward = torch.from_numpy(c2w[:3, 2]).float().to(device)
+    forward = source.depth_axis().float().to(device)
     band_rows = max(1, tile_pixels // w)
     for r0 in range(0, h, band_rows):
         n_rows = min(band_rows, h - r0)
-        band = _Band(*_rays(cam, c2w, centers[r0 : r0 + n_rows], device))
+        band = _Band(*source.band(r0, n_rows, device))
         ground_w = frame.weights_at(ground_points(band.origins, band.dirs, ground_z))
         slots = _Slots.empty(ground_w)
         frame.fill(slots, band, fast=fast)
