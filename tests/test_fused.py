@@ -286,3 +286,20 @@ def test_a_checkpoint_of_one_backend_resumes_on_the_other(kernel, mini_dataset, 
     x = torch.rand(500, 3, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(fields[1].density(x), fields[0].density(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    import os
+    import time
+
+    from birdnerf.field.fused import STALE_LOCK_S, _remove_stale_lock
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    _remove_stale_lock(lock)
+    assert lock.exists()  # a build may be running
+    old = time.time() - STALE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    _remove_stale_lock(lock)
+    assert not lock.exists()
+    _remove_stale_lock(lock)  # nothing there: nothing to do

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -37,13 +38,31 @@ def _build() -> ModuleType:
 
     salt = " ".join((*CFLAGS, torch.__version__)).encode()
     key = hashlib.sha256(SOURCE.read_bytes() + salt).hexdigest()[:12]
+    name = f"birdnerf_hashgrid_{key}"
+    _remove_stale_lock(Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock")
     return cpp_extension.load(
-        name=f"birdnerf_hashgrid_{key}",
+        name=name,
         sources=[str(SOURCE)],
         extra_cflags=list(CFLAGS),
         extra_ldflags=["-fopenmp"],
         verbose=False,
     )
+
+
+STALE_LOCK_S = 600.0
+"""A build lock older than this is left by a killed process (a build takes about a minute)."""
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    """torch's build lock holds no PID: a process killed while building leaves it, and every later
+    process would wait on it for ever. One older than :data:`STALE_LOCK_S` is removed."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        logger.warning("removing a stale build lock of the fused kernel (%.0f s old): %s", age, lock)
+        lock.unlink(missing_ok=True)
 
 
 def _reason(err: BaseException) -> str:
