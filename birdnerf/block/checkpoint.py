@@ -38,7 +38,7 @@ def save_tensors(path: Path, data: dict) -> None:
         try:
             torch.save(formats.stamp(data, formats.BLOCK_WEIGHTS), tmp)
         except RuntimeError as err:  # torch's writer reports a failed write (a full disk) this way
-            if "write" not in str(err):
+            if "StreamWriter" not in str(err) and "write" not in str(err):
                 raise
             raise file_system_error(OSError(errno.EIO, f"the write failed ({err})"), path) from err
 
