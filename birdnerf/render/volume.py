@@ -47,7 +47,7 @@ def exclusive_sum_per_ray(values: Tensor, ray_indices: Tensor) -> Tensor:
 
 
 def render_weights(
-    sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int | None = None
+    sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Compositing weights ``w_i = T_i α_i`` and transmittance ``T_i`` of packed samples.
 
@@ -56,16 +56,14 @@ def render_weights(
         t_starts: (S,) interval starts along the ray (``t`` units, metres for unit directions).
         t_ends: (S,) interval ends.
         ray_indices: (S,) int64, non-decreasing ray index of each sample.
-        n_rays: number of rays (unused by the computation; accepted for a uniform signature).
 
     Returns:
         ``weights`` (S,) and ``transmittance`` (S,), the light reaching the start of each sample.
 
     Example:
-        >>> w, T = render_weights(sigmas, s.t_starts, s.t_ends, s.ray_indices, n_rays)
+        >>> w, T = render_weights(sigmas, s.t_starts, s.t_ends, s.ray_indices)
         >>> rgb = accumulate_along_rays(w, rgbs, s.ray_indices, n_rays)  # (n_rays, 3)
     """
-    del n_rays
     optical = sigmas * (t_ends - t_starts)
     transmittance = torch.exp(-exclusive_sum_per_ray(optical, ray_indices))
     alphas = -torch.expm1(-optical)
@@ -144,7 +142,7 @@ def volume_render(
     background: Tensor | None = None,
 ) -> RenderOutput:
     """Render packed samples: sigmas (S,), rgbs (S, 3) -> :class:`RenderOutput` of N = n_rays."""
-    weights, transmittance = render_weights(sigmas, t_starts, t_ends, ray_indices, n_rays)
+    weights, transmittance = render_weights(sigmas, t_starts, t_ends, ray_indices)
     opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
     rgb = accumulate_along_rays(weights, rgbs, ray_indices, n_rays)
     depth_sum = accumulate_along_rays(weights, 0.5 * (t_starts + t_ends), ray_indices, n_rays)
