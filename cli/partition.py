@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_dataset
 from birdnerf.partition.relink import relink_dataset
 from birdnerf.progress import console
 from birdnerf_cli.app import app, run
+from birdnerf_cli.report import print_partition
 
 
 def parse_blocks(text: str | None) -> tuple[int, int] | None:
@@ -88,34 +88,4 @@ def partition_cmd(
         z_range=None if z_range is None else (z_range[0], z_range[1]),
     )
     partition, scene = run(partition_dataset, data, out, config, force=force)
-    table = Table(title=f"{len(partition.blocks)} blocks over {len(scene)} photos")
-    for col in ("block", "core (x0, y0, x1, y1)", "z range", "train", "test", "core-owned"):
-        table.add_column(col, justify="right" if col in ("train", "test", "core-owned") else "left")
-    for b in partition.blocks:
-        core = ", ".join(f"{v:.1f}" for v in b.core)
-        table.add_row(
-            b.id,
-            core,
-            f"{b.box[2]:.1f} .. {b.box[5]:.1f}",
-            str(len(b.images)),
-            str(len(b.test_images)),
-            str(b.stats["n_core_images"]),
-        )
-    console.print(table)
-    frame = partition.frame
-    console.print(f"frame: up from {frame['up_source']}, ground from {frame['ground_source']}")
-    if frame.get("measured_points"):
-        where = out / frame["points_file"]
-        console.print(f"measured {frame['measured_points']} surface points from the photos: {where}")
-        if frame.get("points_reach_z") is not None:
-            console.print(
-                f"  stereo reaches up to z = {frame['points_reach_z']:.3g} (world frame); anything taller "
-                "is outside the boxes unless --z-range includes it",
-                highlight=False,
-            )
-    if frame.get("ground_uncertainty_m"):
-        console.print(
-            f"[yellow]ground height guessed; boxes widened {frame['ground_uncertainty_m']:.3g} below it "
-            "(see --ground-z / --z-range)[/yellow]"
-        )
-    console.print(f"manifest: {out / 'partition.json'}\nmap:      {out / 'partition.png'}")
+    print_partition(partition, len(scene), out)

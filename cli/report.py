@@ -1,10 +1,14 @@
-"""What the commands print about training and evaluation: progress bars and score tables."""
+"""What the commands print about partitions, training, updates and evaluation: progress bars,
+plans and tables."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from rich.table import Table
 
 from birdnerf.eval.metrics import MIN_MARGIN_DB
+from birdnerf.partition.manifest import Partition
 from birdnerf.progress import console
 
 
@@ -19,6 +23,75 @@ def block_progress(bars, tasks: dict[str, int]):
         bars.update(tasks[block_id], completed=done, total=total, info=text)
 
     return on_progress
+
+
+def train_plan_report(bars, tasks: dict[str, int], steps: int):
+    """The ``on_plan`` callback of block training: a line per skipped block, a bar per block to train."""
+
+    def on_plan(plans) -> None:
+        for p in plans:
+            if p.action.startswith("skip"):
+                console.print(f"{p.block_id}: {p.action.removeprefix('skip-')}, skipped")
+            else:
+                tasks[p.block_id] = bars.add_task(f"{p.block_id} ({p.action})", total=steps, info="")
+
+    return on_plan
+
+
+def update_plan_report(bars, tasks: dict[str, int]):
+    """The ``on_plan`` callback of an update: the new version's photos, a bar per retrained block,
+    and a line for new photos no block takes."""
+
+    def on_plan(plan) -> None:
+        console.print(
+            f"version {plan.partition.version}: {len(plan.added)} new photos, "
+            f"{len(plan.removed)} older ones dropped; untouched blocks: "
+            f"{len(plan.partition.blocks) - len(plan.retrain)}",
+            highlight=False,
+        )
+        for block_id, mode in plan.retrain.items():
+            tasks[block_id] = bars.add_task(f"{block_id} ({mode})", total=None, info="")
+        if plan.unused:
+            console.print(
+                f"[yellow]{len(plan.unused)} new photos are in no block (too few beyond the grid)[/]"
+            )
+
+    return on_plan
+
+
+def print_partition(partition: Partition, n_photos: int, out: Path) -> None:
+    """The blocks of a new partition as a table, how its frame was found, and where it was written."""
+    table = Table(title=f"{len(partition.blocks)} blocks over {n_photos} photos")
+    for col in ("block", "core (x0, y0, x1, y1)", "z range", "train", "test", "core-owned"):
+        table.add_column(col, justify="right" if col in ("train", "test", "core-owned") else "left")
+    for b in partition.blocks:
+        core = ", ".join(f"{v:.1f}" for v in b.core)
+        table.add_row(
+            b.id,
+            core,
+            f"{b.box[2]:.1f} .. {b.box[5]:.1f}",
+            str(len(b.images)),
+            str(len(b.test_images)),
+            str(b.stats["n_core_images"]),
+        )
+    console.print(table)
+    frame = partition.frame
+    console.print(f"frame: up from {frame['up_source']}, ground from {frame['ground_source']}")
+    if frame.get("measured_points"):
+        where = out / frame["points_file"]
+        console.print(f"measured {frame['measured_points']} surface points from the photos: {where}")
+        if frame.get("points_reach_z") is not None:
+            console.print(
+                f"  stereo reaches up to z = {frame['points_reach_z']:.3g} (world frame); anything taller "
+                "is outside the boxes unless --z-range includes it",
+                highlight=False,
+            )
+    if frame.get("ground_uncertainty_m"):
+        console.print(
+            f"[yellow]ground height guessed; boxes widened {frame['ground_uncertainty_m']:.3g} below it "
+            "(see --ground-z / --z-range)[/yellow]"
+        )
+    console.print(f"manifest: {out / 'partition.json'}\nmap:      {out / 'partition.png'}")
 
 
 def print_block_quality(results: dict[str, dict]) -> None:

@@ -12,7 +12,7 @@ from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.train import TrainConfig, train_run
 from birdnerf_cli.app import app, run
-from birdnerf_cli.report import block_progress, print_block_quality
+from birdnerf_cli.report import block_progress, print_block_quality, train_plan_report
 
 
 @app.command("train")
@@ -79,14 +79,7 @@ def train_cmd(
     )
     with progress_bars() as bars:
         tasks: dict[str, int] = {}
-
-        def on_plan(plans) -> None:
-            for p in plans:
-                if p.action.startswith("skip"):
-                    console.print(f"{p.block_id}: {p.action.removeprefix('skip-')}, skipped")
-                else:
-                    tasks[p.block_id] = bars.add_task(f"{p.block_id} ({p.action})", total=steps, info="")
-
+        on_plan = train_plan_report(bars, tasks, steps)
         on_progress = block_progress(bars, tasks)
         results = run(
             train_run,

@@ -10,7 +10,7 @@ from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.update import UpdateOptions, rollback, update_run
 from birdnerf_cli.app import app, run
-from birdnerf_cli.report import block_progress
+from birdnerf_cli.report import block_progress, update_plan_report
 
 
 @app.command("update")
@@ -76,21 +76,7 @@ def update_cmd(
     )
     with progress_bars() as bars:
         tasks: dict[str, int] = {}
-
-        def on_plan(plan) -> None:
-            console.print(
-                f"version {plan.partition.version}: {len(plan.added)} new photos, "
-                f"{len(plan.removed)} older ones dropped; untouched blocks: "
-                f"{len(plan.partition.blocks) - len(plan.retrain)}",
-                highlight=False,
-            )
-            for block_id, mode in plan.retrain.items():
-                tasks[block_id] = bars.add_task(f"{block_id} ({mode})", total=None, info="")
-            if plan.unused:
-                console.print(
-                    f"[yellow]{len(plan.unused)} new photos are in no block (too few beyond the grid)[/]"
-                )
-
+        on_plan = update_plan_report(bars, tasks)
         on_progress = block_progress(bars, tasks)
         plan = run(
             update_run,

@@ -125,10 +125,6 @@ class BlockModel(nn.Module):
         # Cells that may hold the surface (see birdnerf.block.prior); all, until points are given.
         self.register_buffer("prior", torch.ones(self.grid.resolution, dtype=torch.bool))
         self.box_height = size[2]
-        # Density is per metre: a fresh field (sigma ~ 1/m) makes the few metres of the surface
-        # shell opaque from the first steps. Scaling it down by the block's size leaves the
-        # surface translucent for hundreds of steps, and the colours saturate to compensate.
-        self.density_scale = 1.0
         self.step_size = size[2] / render.steps_per_slab
         self.field_config = field_config
         self.num_images = num_images
@@ -169,8 +165,13 @@ class BlockModel(nn.Module):
             self.grid.binary &= self.prior
 
     def sigma_world(self, points: Tensor) -> Tensor:
-        """Density (M,) in 1/m at world points (M, 3): the occupancy grid's callback."""
-        return self.field.density(self.to_unit(points)) * self.density_scale
+        """Density (M,) in 1/m at world points (M, 3): the occupancy grid's callback.
+
+        The field's density is used per metre as it is: a fresh field (sigma ~ 1/m) makes the few
+        metres of the surface shell opaque from the first steps. Scaled down by the block's size,
+        the surface stays translucent for hundreds of steps, and the colours saturate to compensate.
+        """
+        return self.field.density(self.to_unit(points))
 
     def query(
         self, points: Tensor, dirs: Tensor, image_ids: Tensor | None, appearance: Tensor | None = None
@@ -179,8 +180,7 @@ class BlockModel(nn.Module):
 
         ``appearance`` (A,), if given, is the code of every sample instead of ``image_ids``' codes.
         """
-        rgb, sigma = self.field(self.to_unit(points), dirs, image_ids, appearance_code=appearance)
-        return rgb, sigma * self.density_scale
+        return self.field(self.to_unit(points), dirs, image_ids, appearance_code=appearance)
 
     def config_dict(self) -> dict:
         return {
@@ -302,9 +302,7 @@ class BlockModel(nn.Module):
         ray_idx = samples.ray_indices
         points = origins[ray_idx] + dirs[ray_idx] * (0.5 * (samples.t_starts + samples.t_ends))[:, None]
         sigma, features = self.field.color_features(self.to_unit(points), dirs[ray_idx])
-        weights, transmittance = render_weights(
-            sigma * self.density_scale, samples.t_starts, samples.t_ends, ray_idx
-        )
+        weights, transmittance = render_weights(sigma, samples.t_starts, samples.t_ends, ray_idx)
         keep = transmittance >= self.render_config.early_stop_eps
         return FrozenRays(weights[keep], ray_idx[keep], features[keep], origins.shape[0])
 

@@ -13,7 +13,7 @@ figure (photo, block, band, interior) computed on the right half only.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from birdnerf import formats
 from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.outputs import save_view
 from birdnerf.composite.stage import view_stem
-from birdnerf.composite.view import render_view
+from birdnerf.composite.view import ViewRender, render_view
 from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
 from birdnerf.eval.appearance import AppearanceFit, fit_appearance, left_width
@@ -41,6 +41,7 @@ from birdnerf.progress import ProgressFn
 from birdnerf.runlock import locks_run
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
+from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
 
 
@@ -121,63 +122,105 @@ def evaluate_run(
     partition = read_partition(run_dir)
     scene = load_scene(partition)
     retired = set(partition.retired)  # older photos of an area an update replaced
-    names = scene.names
-    tests = [i for i in scene.indices("test") if names[i] not in retired]
+    tests = [i for i in scene.indices("test") if scene.names[i] not in retired]
     if not tests:
         raise BirdnerfError("the dataset has no test photos to evaluate", partition.dataset)
     if band_m is None:
         b = partition.blocks[0]
         band_m = 0.5 * min(b.core[0] - b.expanded[0], b.core[1] - b.expanded[1]) or 1.0
     cache = BlockCache(run_dir, capacity=max(4, len(partition.blocks)), device=resolve_device(device))
-    per_photo, boundary, interior = [], _Pool(), _Pool()
-    per_block = {b.id: _Pool() for b in partition.blocks}
+    pools = _Pools(band_m, {b.id: _Pool() for b in partition.blocks})
+    per_photo = []
     start = time.perf_counter()
     for k, i in enumerate(tests):
-        cam, c2w, name = scene.cameras[i], scene.c2w[i], scene.names[i]
-        view = render_view(partition, cache, cam, c2w)
-        target = torch.from_numpy(load_rgb(scene.image_paths[i], cam)).float() / 255.0
-        first = 0  # first scored column
-        if fitting:
-            codes = fit_appearance(partition, cache, cam, c2w, target, view.weights, fit)
-            view = render_view(partition, cache, cam, c2w, appearance=codes)
-            first = left_width(cam.width)
+        view, target, first = _render_test_photo(partition, cache, scene, i, fit if fitting else None)
         if save_renders:
-            save_view(run_dir / "renders" / "test", view_stem(name), view)
-        pred, truth = view.rgb[:, first:], target[:, first:]
-        # The photo's own mean colour over the scored pixels: what a model that learned no
-        # geometry converges to, so the score means something only above it.
-        base = mean_color_baseline(truth)
-        err = ((pred - truth) ** 2).mean(dim=-1)  # (H, scored columns)
-        base_err = ((base - truth) ** 2).mean(dim=-1)
-        o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[:, first:])
-        near_edge = edge_distance(ground_points(o, d, partition.frame["ground_z"]), partition) <= band_m
-        boundary.add(err[near_edge], base_err[near_edge])
-        interior.add(err[~near_edge], base_err[~near_edge])
-        block_map = view.block_map[:, first:]
-        for b, pool in enumerate(per_block.values()):
-            pool.add(err[block_map == b], base_err[block_map == b])
-        score, base_score = psnr(pred, truth), psnr(base, truth)
-        per_photo.append(
-            {
-                "name": name,
-                "psnr": score,
-                "ssim": ssim(pred, truth),
-                "baseline_psnr": base_score,
-                "baseline_ssim": ssim(base, truth),
-                "margin_db": score - base_score,
-                "blocks": view.blocks,
-                "reassigned_pixels": view.reassigned,
-            }
-        )
+            save_view(run_dir / "renders" / "test", view_stem(scene.names[i]), view)
+        per_photo.append(_score_photo(partition, scene, i, view, target, first, pools))
         if progress:
             progress(k + 1, len(tests), {"PSNR": per_photo[-1]["psnr"]})
-    keys = ("psnr", "ssim", "baseline_psnr", "baseline_ssim")
-    overall = {k: float(np.mean([p[k] for p in per_photo])) for k in keys}  # means over photos
     result = {
         "n_test_photos": len(tests),
         "appearance": appearance,
         "appearance_fit": asdict(fit) if fitting else None,
         "scored_region": "right-half" if fitting else "whole-image",
+        **_summary(per_photo, pools),
+        "per_photo": per_photo,
+        "seconds": time.perf_counter() - start,
+    }
+    formats.write_record(run_dir / "eval.json", formats.EVAL, result)
+    return result
+
+
+@dataclass
+class _Pools:
+    """Pixel pools of a run: the boundary band (within ``band_m`` of an interior block edge), the
+    interiors, and each block's own pixels."""
+
+    band_m: float
+    per_block: dict[str, _Pool]
+    boundary: _Pool = field(default_factory=_Pool)
+    interior: _Pool = field(default_factory=_Pool)
+
+
+def _render_test_photo(
+    partition: Partition, cache: BlockCache, scene: Scene, i: int, fit: AppearanceFit | None
+) -> tuple[ViewRender, torch.Tensor, int]:
+    """Test photo ``i`` rendered with the mean codes, or (``fit``) with codes fitted on its left
+    half; returns the view, the photo (H, W, 3) in [0, 1] and the first scored column."""
+    cam, c2w = scene.cameras[i], scene.c2w[i]
+    view = render_view(partition, cache, cam, c2w)
+    target = torch.from_numpy(load_rgb(scene.image_paths[i], cam)).float() / 255.0
+    if fit is None:
+        return view, target, 0
+    codes = fit_appearance(partition, cache, cam, c2w, target, view.weights, fit)
+    return render_view(partition, cache, cam, c2w, appearance=codes), target, left_width(cam.width)
+
+
+def _score_photo(
+    partition: Partition,
+    scene: Scene,
+    i: int,
+    view: ViewRender,
+    target: torch.Tensor,
+    first: int,
+    pools: _Pools,
+) -> dict:
+    """Photo ``i``'s scores on its columns from ``first`` on, beside the mean-colour baseline; its
+    pixels' errors are added to ``pools``."""
+    cam, c2w = scene.cameras[i], scene.c2w[i]
+    pred, truth = view.rgb[:, first:], target[:, first:]
+    # The photo's own mean colour over the scored pixels: what a model that learned no
+    # geometry converges to, so the score means something only above it.
+    base = mean_color_baseline(truth)
+    err = ((pred - truth) ** 2).mean(dim=-1)  # (H, scored columns)
+    base_err = ((base - truth) ** 2).mean(dim=-1)
+    o, d = camera_rays(cam, torch.from_numpy(c2w), pixel_centers(cam, torch.float64)[:, first:])
+    near_edge = edge_distance(ground_points(o, d, partition.frame["ground_z"]), partition) <= pools.band_m
+    pools.boundary.add(err[near_edge], base_err[near_edge])
+    pools.interior.add(err[~near_edge], base_err[~near_edge])
+    block_map = view.block_map[:, first:]
+    for b, pool in enumerate(pools.per_block.values()):
+        pool.add(err[block_map == b], base_err[block_map == b])
+    score, base_score = psnr(pred, truth), psnr(base, truth)
+    return {
+        "name": scene.names[i],
+        "psnr": score,
+        "ssim": ssim(pred, truth),
+        "baseline_psnr": base_score,
+        "baseline_ssim": ssim(base, truth),
+        "margin_db": score - base_score,
+        "blocks": view.blocks,
+        "reassigned_pixels": view.reassigned,
+    }
+
+
+def _summary(per_photo: list[dict], pools: _Pools) -> dict:
+    """The run's figures: means over photos, then the pooled band, interior and block scores."""
+    keys = ("psnr", "ssim", "baseline_psnr", "baseline_ssim")
+    overall = {k: float(np.mean([p[k] for p in per_photo])) for k in keys}  # means over photos
+    boundary, interior = pools.boundary, pools.interior
+    return {
         "psnr": overall["psnr"],
         "ssim": overall["ssim"],
         "baseline_psnr": overall["baseline_psnr"],
@@ -185,19 +228,15 @@ def evaluate_run(
         "margin_db": overall["psnr"] - overall["baseline_psnr"],
         "lpips": None,
         "lpips_unavailable": lpips_unavailable_reason(),
-        "boundary_band_m": band_m,
+        "boundary_band_m": pools.band_m,
         "psnr_boundary": boundary.psnr(),
         "psnr_interior": interior.psnr(),
         "baseline_psnr_boundary": boundary.baseline_psnr(),
         "baseline_psnr_interior": interior.baseline_psnr(),
         "boundary_pixels": boundary.n,
         "interior_pixels": interior.n,
-        "per_block": {bid: pool.figures() for bid, pool in per_block.items()},
-        "per_photo": per_photo,
-        "seconds": time.perf_counter() - start,
+        "per_block": {bid: pool.figures() for bid, pool in pools.per_block.items()},
     }
-    formats.write_record(run_dir / "eval.json", formats.EVAL, result)
-    return result
 
 
 def score_dataset(run_dir: str | Path, data: str | Path, split: str = "test") -> list[float]:

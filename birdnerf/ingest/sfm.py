@@ -17,10 +17,11 @@ bundle adjustment, kept only when it makes the model better (a model cannot spli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +34,7 @@ from birdnerf.geo.exif import PhotoMeta
 from birdnerf.ingest.backend import quiet, require_pycolmap, sfm_errors
 from birdnerf.ingest.pairs import look_points, select_pairs
 from birdnerf.ingest.photos import workers
-from birdnerf.ingest.refine import refine_focal
+from birdnerf.ingest.refine import Refinement, refine_focal
 from birdnerf.scene.colmap import read_colmap_model
 from birdnerf.scene.colmap_model import ColmapModel
 
@@ -235,42 +236,21 @@ def run_sfm(
         raise BirdnerfError(f"structure from motion needs at least 2 photos, got {len(names)}", images_dir)
     threads = workers()
     seconds: dict[str, float] = {}
-    refinement = None
     with (
         tempfile.TemporaryDirectory(prefix="birdnerf-sfm-") as work_str,
         quiet(pycolmap),
         sfm_errors(images_dir),
     ):
-        work = Path(work_str)
-        run = _Run(pycolmap, work, images_dir, names, metas, options, threads, progress)
-        start = time.perf_counter()
-        fixed_focal = _extract(run)
-        seconds["features"] = time.perf_counter() - start
-        start = time.perf_counter()
-        pairs = _match(run)
-        seconds["matching"] = time.perf_counter() - start
-        start = time.perf_counter()
-        ranked = _map(run, fixed_focal)
-        seconds["mapping"] = time.perf_counter() - start
-        if not ranked or ranked[0].num_reg_images() < 3:
-            raise BirdnerfError(
-                f"structure from motion registered no model of 3 or more photos out of {len(names)} "
-                "(too little overlap, or photos without texture?)",
-                images_dir,
-            )
-        best = ranked[0]
+        run = _Run(pycolmap, Path(work_str), images_dir, names, metas, options, threads, progress)
+        with _timed(seconds, "features"):
+            fixed_focal = _extract(run)
+        with _timed(seconds, "matching"):
+            pairs = _match(run)
+        with _timed(seconds, "mapping"):
+            ranked = _map(run, fixed_focal)
+        best = _largest(ranked, len(names), images_dir)
         start_focal = {int(cid): float(cam.params[0]) for cid, cam in best.cameras.items()}
-        model_dir = work / "fixed"
-        model_dir.mkdir()
-        best.write_text(model_dir)
-        if fixed_focal and options.refine_focal:
-            start = time.perf_counter()
-            refinement = refine_focal(pycolmap, best, threads, _enu_by_name(names, metas))
-            seconds["refinement"] = time.perf_counter() - start
-            if refinement.kept:
-                model_dir = work / "refined"
-                model_dir.mkdir()
-                best.write_text(model_dir)
+        model_dir, refinement = _write_best(run, best, fixed_focal, seconds)
         model = read_colmap_model(model_dir, "text")
     focal_px = {
         cid: {"start": round(f0, 3), "final": round(float(model.cameras[cid].params[0]), 3)}
@@ -289,3 +269,41 @@ def run_sfm(
         refinement=refinement.as_dict() if refinement else None,
         seconds={k: round(v, 3) for k, v in seconds.items()},
     )
+
+
+def _largest(ranked: list, n_photos: int, images_dir: Path):
+    """The largest model, which must hold 3 photos or more."""
+    if not ranked or ranked[0].num_reg_images() < 3:
+        raise BirdnerfError(
+            f"structure from motion registered no model of 3 or more photos out of {n_photos} "
+            "(too little overlap, or photos without texture?)",
+            images_dir,
+        )
+    return ranked[0]
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Record in ``seconds[stage]`` how long the block took (nothing when it raises)."""
+    start = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - start
+
+
+def _write_best(
+    run: _Run, best, fixed_focal: bool, seconds: dict[str, float]
+) -> tuple[Path, Refinement | None]:
+    """Write the largest model as text, its focal lengths refined first where they were fixed from
+    EXIF (and the refinement is kept); returns its folder and the refinement, if any."""
+    model_dir = run.work / "fixed"
+    model_dir.mkdir()
+    best.write_text(model_dir)
+    if not (fixed_focal and run.options.refine_focal):
+        return model_dir, None
+    with _timed(seconds, "refinement"):
+        refinement = refine_focal(run.pycolmap, best, run.threads, _enu_by_name(run.names, run.metas))
+    if refinement.kept:
+        model_dir = run.work / "refined"
+        model_dir.mkdir()
+        best.write_text(model_dir)
+    return model_dir, refinement

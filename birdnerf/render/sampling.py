@@ -15,6 +15,7 @@ sorted by ``t`` within a ray -- the layout :mod:`birdnerf.render.volume` expects
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -135,49 +136,75 @@ def march_rays(
         raise ValueError(f"step_size must be positive, got {step_size}")
     if max_samples_per_ray is not None and max_samples_per_ray < 1:
         raise ValueError(f"max_samples_per_ray must be at least 1, got {max_samples_per_ray}")
-    device, dtype = t_near.device, t_near.dtype
     n_rays = t_near.shape[0]
-    t_far = t_far.to(dtype)
-    if stratified:
-        shift = 1.0 - torch.rand(n_rays, device=device, dtype=dtype, generator=generator)
-    else:
-        shift = torch.ones(n_rays, device=device, dtype=dtype)
+    t_far = t_far.to(t_near.dtype)
+    shift = _boundary_shift(t_near, stratified, generator)
     schedule = _StepSchedule(t_near, step_size, max(max_step_size, step_size), cone_angle)
-    # Intervals per ray: the first [t_near, b_1], then one per boundary b_j < t_far.
-    span = (schedule.steps_to(t_far) - shift).ceil().clamp_min(0)
-    n_steps = torch.where(t_far > t_near, span + 1, torch.zeros_like(span)).long()
-
+    n_steps = _interval_counts(schedule, t_near, t_far, shift)
     t_resume = t_far.clone()
-    ray_kept = torch.ones(n_rays, dtype=torch.bool, device=device)
+    ray_kept = torch.ones(n_rays, dtype=torch.bool, device=t_near.device)
     out_rays, out_starts, out_ends = [], [], []
-    step_ends = torch.cumsum(n_steps, 0)
     budget_left = max_total_samples
-    r0, exhausted = 0, False
-    while r0 < n_rays and not exhausted:
-        before = int(step_ends[r0 - 1]) if r0 > 0 else 0
-        r1 = max(int(torch.searchsorted(step_ends, before + chunk_steps, right=True)), r0 + 1)
+    for r0, r1 in _chunks(n_steps, chunk_steps):
         rays, starts, ends = _march_chunk(origins, dirs, t_far, n_steps, shift, schedule, grid, r0, r1)
         if max_samples_per_ray is not None:
             rays, starts, ends = _cap_per_ray(rays, starts, ends, t_resume, r0, r1, max_samples_per_ray)
+        exhausted = False
         if budget_left is not None:
-            counts = torch.bincount(rays - r0, minlength=r1 - r0)
-            fits = torch.cumsum(counts, 0) <= budget_left
-            if not bool(fits.all()):
-                keep = fits[rays - r0]
-                rays, starts, ends = rays[keep], starts[keep], ends[keep]
-                ray_kept[r0:r1] = fits
-                ray_kept[r1:] = False
-                exhausted = True
+            rays, starts, ends, exhausted = _within_budget(rays, starts, ends, ray_kept, r0, r1, budget_left)
             budget_left -= rays.numel()
         out_rays.append(rays)
         out_starts.append(starts)
         out_ends.append(ends)
-        r0 = r1
+        if exhausted:
+            break
     t_resume = torch.where(ray_kept, t_resume, t_near)
     if not out_rays:
         empty = t_near.new_zeros(0)
         return PackedSamples(empty.long(), empty, empty.clone(), t_resume, ray_kept)
     return PackedSamples(torch.cat(out_rays), torch.cat(out_starts), torch.cat(out_ends), t_resume, ray_kept)
+
+
+def _boundary_shift(t_near: Tensor, stratified: bool, generator: torch.Generator | None) -> Tensor:
+    """(N,) ``u`` of each ray: uniform in (0, 1] when stratified, else 1 (``b_j = t_near + j step``)."""
+    n_rays, device, dtype = t_near.shape[0], t_near.device, t_near.dtype
+    if stratified:
+        return 1.0 - torch.rand(n_rays, device=device, dtype=dtype, generator=generator)
+    return torch.ones(n_rays, device=device, dtype=dtype)
+
+
+def _interval_counts(schedule: _StepSchedule, t_near: Tensor, t_far: Tensor, shift: Tensor) -> Tensor:
+    """(N,) int64 intervals of each ray: the first ``[t_near, b_1]``, then one per boundary
+    ``b_j < t_far``; none for a ray with ``t_far <= t_near``."""
+    span = (schedule.steps_to(t_far) - shift).ceil().clamp_min(0)
+    return torch.where(t_far > t_near, span + 1, torch.zeros_like(span)).long()
+
+
+def _chunks(n_steps: Tensor, chunk_steps: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ray ranges ``(r0, r1)`` of about ``chunk_steps`` steps each (at least one ray)."""
+    n_rays = n_steps.shape[0]
+    step_ends = torch.cumsum(n_steps, 0)
+    r0 = 0
+    while r0 < n_rays:
+        before = int(step_ends[r0 - 1]) if r0 > 0 else 0
+        r1 = max(int(torch.searchsorted(step_ends, before + chunk_steps, right=True)), r0 + 1)
+        yield r0, r1
+        r0 = r1
+
+
+def _within_budget(
+    rays: Tensor, starts: Tensor, ends: Tensor, ray_kept: Tensor, r0: int, r1: int, budget: int
+) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """The whole rays of ``r0:r1``, in order, whose samples fit in ``budget``; when some do not,
+    they and every later ray are marked dropped in ``ray_kept`` and the last value is True."""
+    counts = torch.bincount(rays - r0, minlength=r1 - r0)
+    fits = torch.cumsum(counts, 0) <= budget
+    if bool(fits.all()):
+        return rays, starts, ends, False
+    keep = fits[rays - r0]
+    ray_kept[r0:r1] = fits
+    ray_kept[r1:] = False
+    return rays[keep], starts[keep], ends[keep], True
 
 
 def _march_chunk(

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from birdnerf.render.occupancy import OccupancyGrid
-from birdnerf.render.sampling import march_rays
+from birdnerf.render.sampling import PackedSamples, march_rays
 
 RgbSigmaFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -47,7 +47,7 @@ def exclusive_sum_per_ray(values: Tensor, ray_indices: Tensor) -> Tensor:
 
 
 def render_weights(
-    sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int | None = None
+    sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Compositing weights ``w_i = T_i α_i`` and transmittance ``T_i`` of packed samples.
 
@@ -56,16 +56,14 @@ def render_weights(
         t_starts: (S,) interval starts along the ray (``t`` units, metres for unit directions).
         t_ends: (S,) interval ends.
         ray_indices: (S,) int64, non-decreasing ray index of each sample.
-        n_rays: number of rays (unused by the computation; accepted for a uniform signature).
 
     Returns:
         ``weights`` (S,) and ``transmittance`` (S,), the light reaching the start of each sample.
 
     Example:
-        >>> w, T = render_weights(sigmas, s.t_starts, s.t_ends, s.ray_indices, n_rays)
+        >>> w, T = render_weights(sigmas, s.t_starts, s.t_ends, s.ray_indices)
         >>> rgb = accumulate_along_rays(w, rgbs, s.ray_indices, n_rays)  # (n_rays, 3)
     """
-    del n_rays
     optical = sigmas * (t_ends - t_starts)
     transmittance = torch.exp(-exclusive_sum_per_ray(optical, ray_indices))
     alphas = -torch.expm1(-optical)
@@ -144,7 +142,7 @@ def volume_render(
     background: Tensor | None = None,
 ) -> RenderOutput:
     """Render packed samples: sigmas (S,), rgbs (S, 3) -> :class:`RenderOutput` of N = n_rays."""
-    weights, transmittance = render_weights(sigmas, t_starts, t_ends, ray_indices, n_rays)
+    weights, transmittance = render_weights(sigmas, t_starts, t_ends, ray_indices)
     opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
     rgb = accumulate_along_rays(weights, rgbs, ray_indices, n_rays)
     depth_sum = accumulate_along_rays(weights, 0.5 * (t_starts + t_ends), ray_indices, n_rays)
@@ -249,13 +247,8 @@ def render_rays(
     Returns:
         :class:`RenderOutput` with ``weights`` and ``transmittance`` None.
     """
-    n_rays = origins.shape[0]
-    rgb = t_near.new_zeros(n_rays, 3)
-    opacity = t_near.new_zeros(n_rays)
-    depth_sum = t_near.new_zeros(n_rays)
-    optical = t_near.new_zeros(n_rays)
+    gathered = _Gathered.empty(t_near, first_hit_opacity is not None)
     t_cur = t_near.clone()
-    first_hit = None if first_hit_opacity is None else t_near.new_full((n_rays,), math.inf)
     active = torch.nonzero(t_far > t_near).squeeze(1)
     while active.numel() > 0:
         t_end = t_far[active]
@@ -275,21 +268,60 @@ def render_rays(
         rays = active[marched.ray_indices]
         if rays.numel() > 0:
             rgbs, sigmas = rgb_sigma_fn(marched.t_starts, marched.t_ends, rays)
-            sigmas = sigmas.reshape(-1).to(t_near.dtype)
-            weights, _ = render_weights(sigmas, marched.t_starts, marched.t_ends, marched.ray_indices)
-            weights = weights * torch.exp(-optical[rays])
-            opacity.index_add_(0, rays, weights)
-            rgb.index_add_(0, rays, weights[:, None] * rgbs.to(rgb.dtype))
-            depth_sum.index_add_(0, rays, weights * 0.5 * (marched.t_starts + marched.t_ends))
-            if first_hit is not None:
-                # Optical depth at each sample's end: earlier rounds + this round up to it.
-                step = sigmas * (marched.t_ends - marched.t_starts)
-                after = optical[rays] + exclusive_sum_per_ray(step, marched.ray_indices) + step
-                reached = after >= -math.log1p(-first_hit_opacity)
-                first_hit.scatter_reduce_(0, rays[reached], marched.t_starts[reached], reduce="amin")
-            optical.index_add_(0, rays, sigmas * (marched.t_ends - marched.t_starts))
+            gathered.add(marched, rays, rgbs, sigmas.reshape(-1).to(t_near.dtype), first_hit_opacity)
         t_cur[active] = marched.t_resume
-        alive = (marched.t_resume < t_far[active]) & (torch.exp(-optical[active]) >= early_stop_eps)
+        alive = (marched.t_resume < t_far[active]) & (torch.exp(-gathered.optical[active]) >= early_stop_eps)
         active = active[alive]
-    depth = depth_sum / opacity.clamp_min(1e-10)
-    return RenderOutput(composite_background(rgb, opacity, background), opacity, depth, first_hit=first_hit)
+    rgb, opacity = gathered.rgb, gathered.opacity
+    depth = gathered.depth_sum / opacity.clamp_min(1e-10)
+    return RenderOutput(
+        composite_background(rgb, opacity, background), opacity, depth, first_hit=gathered.first_hit
+    )
+
+
+class _Gathered(NamedTuple):
+    """What the rounds of :func:`render_rays` have gathered per ray (N rays), added to in place."""
+
+    rgb: Tensor
+    """(N, 3) weighted colour."""
+    opacity: Tensor
+    """(N,) sum of weights."""
+    depth_sum: Tensor
+    """(N,) weighted distance of the samples' midpoints."""
+    optical: Tensor
+    """(N,) optical depth ``τ`` marched so far."""
+    first_hit: Tensor | None
+    """(N,) where opacity first reached ``first_hit_opacity`` (inf: not yet), when asked for."""
+
+    @classmethod
+    def empty(cls, t_near: Tensor, first_hit: bool) -> _Gathered:
+        n_rays = t_near.shape[0]
+        return cls(
+            t_near.new_zeros(n_rays, 3),
+            t_near.new_zeros(n_rays),
+            t_near.new_zeros(n_rays),
+            t_near.new_zeros(n_rays),
+            t_near.new_full((n_rays,), math.inf) if first_hit else None,
+        )
+
+    def add(
+        self,
+        marched: PackedSamples,
+        rays: Tensor,
+        rgbs: Tensor,
+        sigmas: Tensor,
+        first_hit_opacity: float | None,
+    ) -> None:
+        """Render one round's samples (of rays ``rays``, (S,)) behind what the rays gathered before."""
+        weights, _ = render_weights(sigmas, marched.t_starts, marched.t_ends, marched.ray_indices)
+        weights = weights * torch.exp(-self.optical[rays])
+        self.opacity.index_add_(0, rays, weights)
+        self.rgb.index_add_(0, rays, weights[:, None] * rgbs.to(self.rgb.dtype))
+        self.depth_sum.index_add_(0, rays, weights * 0.5 * (marched.t_starts + marched.t_ends))
+        if self.first_hit is not None and first_hit_opacity is not None:
+            # Optical depth at each sample's end: earlier rounds + this round up to it.
+            step = sigmas * (marched.t_ends - marched.t_starts)
+            after = self.optical[rays] + exclusive_sum_per_ray(step, marched.ray_indices) + step
+            reached = after >= -math.log1p(-first_hit_opacity)
+            self.first_hit.scatter_reduce_(0, rays[reached], marched.t_starts[reached], reduce="amin")
+        self.optical.index_add_(0, rays, sigmas * (marched.t_ends - marched.t_starts))

@@ -127,36 +127,52 @@ def generate_sample_scene(
         scene_tmp, gains = _write_dataset(
             tmp, site, survey, c2w, prefix, preset, seed, gain_key, level, progress
         )
-        meta = {
-            "format": "birdnerf-sample",
-            "version": 1,
-            "scene": preset.name,
-            "seed": seed,
-            "variant": variant,
-            "site_bounds_m": list(site.bounds),
-            "survey_bounds_m": list(bounds),
-            "change_bounds_m": list(site.change_bounds) if site.change_bounds else None,
-            "max_height_m": round(site.max_height, 3),
-            "gsd_m": survey.gsd_m,
-            "photos": len(scene_tmp),
-            "test_photos": len(scene_tmp.indices("test")),
-            "site": config_record(preset.site),
-            "survey": config_record(survey),
-        }
-        if not site.terrain.is_flat or site.terrain.base_z != 0.0:
-            meta["ground_level_m"] = level
-            meta["ground_z_range_m"] = [round(v, 3) for v in _ground_range(site)]
-        if gains:
-            meta["photo_gains"] = gains
-        if not preset.write_points:
-            meta["truth_depth"] = TRUTH_DEPTH
-            meta["sparse_points"] = False
+        meta = _sample_record(preset, seed, variant, site, survey, bounds, scene_tmp, level, gains)
         atomic.write_json(tmp / "sample.json", meta)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _rerooted(scene_tmp, tmp, out)
+
+
+def _sample_record(
+    preset: SamplePreset,
+    seed: int,
+    variant: str,
+    site: Site,
+    survey: SurveyConfig,
+    bounds: tuple[float, float, float, float],
+    scene: Scene,
+    level: float,
+    gains: list[dict],
+) -> dict:
+    """What ``sample.json`` records of a generated survey (see the module's docstring)."""
+    meta = {
+        "format": "birdnerf-sample",
+        "version": 1,
+        "scene": preset.name,
+        "seed": seed,
+        "variant": variant,
+        "site_bounds_m": list(site.bounds),
+        "survey_bounds_m": list(bounds),
+        "change_bounds_m": list(site.change_bounds) if site.change_bounds else None,
+        "max_height_m": round(site.max_height, 3),
+        "gsd_m": survey.gsd_m,
+        "photos": len(scene),
+        "test_photos": len(scene.indices("test")),
+        "site": config_record(preset.site),
+        "survey": config_record(survey),
+    }
+    if not site.terrain.is_flat or site.terrain.base_z != 0.0:
+        meta["ground_level_m"] = level
+        meta["ground_z_range_m"] = [round(v, 3) for v in _ground_range(site)]
+    if gains:
+        meta["photo_gains"] = gains
+    if not preset.write_points:
+        meta["truth_depth"] = TRUTH_DEPTH
+        meta["sparse_points"] = False
+    return meta
 
 
 def _write_dataset(
@@ -181,30 +197,19 @@ def _write_dataset(
     (root / TRUTH_DEPTH).mkdir()
     n = len(c2w)
     split = ["test" if i % TEST_EVERY == TEST_OFFSET else "train" for i in range(n)]
-    images, depths, xyz, rgb, gains = [], [], [], [], []
+    images = [root / "images" / f"{prefix}_{i:04d}.png" for i in range(n)]
+    depths = [root / TRUTH_DEPTH / f"{prefix}_{i:04d}.npy" for i in range(n)]
+    xyz, rgb, gains = [], [], []
     for i in range(n):
-        jitter = photo_gain(survey, [*gain_key, i])
-        gain = None if jitter is None else 2.0 ** jitter[0] * jitter[1]
-        color, depth = raycast.render_photo(site, cam, c2w[i], survey.supersample, gain)
-        images.append(root / "images" / f"{prefix}_{i:04d}.png")
-        depths.append(root / TRUTH_DEPTH / f"{prefix}_{i:04d}.npy")
-        Image.fromarray(color).save(images[-1], format="PNG")
-        np.save(depths[-1], depth, allow_pickle=False)
-        if jitter is not None:
-            gains.append(
-                {
-                    "image": f"images/{images[-1].name}",
-                    "log2_exposure": jitter[0],
-                    "white_balance": [float(v) for v in jitter[1]],
-                    "rgb_gain": [float(v) for v in gain],
-                }
-            )
+        color, depth, gain = _write_photo(site, survey, c2w[i], [*gain_key, i], images[i], depths[i])
+        if gain is not None:
+            gains.append(gain)
         if preset.write_points and split[i] == "train":
             points, colors = _sample_points(cam, c2w[i], color, depth, preset.points_per_photo, [seed, 2, i])
             xyz.append(points)
             rgb.append(colors)
         if progress is not None:
-            progress(i + 1, n, {"photo": images[-1].name})
+            progress(i + 1, n, {"photo": images[i].name})
     points, colors, points_file = None, None, None
     if preset.write_points:
         points = np.concatenate(xyz) if xyz else np.zeros((0, 3))
@@ -229,6 +234,27 @@ def _write_dataset(
     written = scene if preset.write_points else replace(scene, ground_z=None)
     write_transforms(written, root / "transforms.json", points_file=points_file)
     return scene, gains
+
+
+def _write_photo(
+    site: Site, survey: SurveyConfig, c2w: np.ndarray, gain_key: list[int], image: Path, depth_path: Path
+) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """Render one photo with its exposure and white balance, write it and its depth map; returns
+    its colours (H, W, 3) uint8, depth (H, W) and gain record (None without jitter)."""
+    jitter = photo_gain(survey, gain_key)
+    gain = None if jitter is None else 2.0 ** jitter[0] * jitter[1]
+    color, depth = raycast.render_photo(site, survey.camera(), c2w, survey.supersample, gain)
+    Image.fromarray(color).save(image, format="PNG")
+    np.save(depth_path, depth, allow_pickle=False)
+    if jitter is None:
+        return color, depth, None
+    record = {
+        "image": f"images/{image.name}",
+        "log2_exposure": jitter[0],
+        "white_balance": [float(v) for v in jitter[1]],
+        "rgb_gain": [float(v) for v in gain],
+    }
+    return color, depth, record
 
 
 def _ground_range(site: Site, samples: int = 97) -> tuple[float, float]:

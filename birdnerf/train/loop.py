@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch
 from birdnerf.block import checkpoint as ckpt
 from birdnerf.block.model import BlockModel, RenderConfig
 from birdnerf.device import resolve_device
-from birdnerf.eval.metrics import psnr_from_mse
 from birdnerf.field import FieldConfig
 from birdnerf.partition.manifest import Block
 from birdnerf.progress import ProgressFn
@@ -21,9 +19,10 @@ from birdnerf.render.volume import distortion_loss
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.optim import LazyAdam
-from birdnerf.train.pixels import block_pixels
+from birdnerf.train.pixels import BlockPixels, block_pixels
 from birdnerf.train.quality import block_quality
 from birdnerf.train.record import check_resume, config_record, init_from_model
+from birdnerf.train.state import MetricsLog, TrainingClock, TrainingRun
 
 
 @dataclass
@@ -161,12 +160,44 @@ def train_block(
     # are ~10x slower on CPUs; flushing them to zero changes nothing measurable in the result.
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
+    run = _start(scene, block, config, device)
+    resumed = _resume_or_init(run, out, block, config, resume, init_from)
+    record = config_record(run.model, config, block, rays)
+    record["init_from"] = None if init_from is None else Path(init_from).name
+    record["resumed"] = resumed
+    ckpt.write_config(out, record)
+
+    last = config.steps if stop_after is None else min(config.steps, stop_after)
+    hold = config.occupancy_warmup if init_from is not None else 0
+    done = _train_steps(run, rays, config, out, last, hold, progress)
+    rays.close()
+    if done < config.steps and not run.clock.out_of_time:
+        return {"step": done, "finished": False}
+    ckpt.save_tensors(out / "model.pt", {"model": run.model.state_dict()})
+    result = {
+        "step": done,
+        "finished": True,
+        "stopped_by": "time" if done < config.steps else "steps",
+        "n_rays": len(rays),
+        "n_images": len(block.images),
+        "seconds": run.clock.seconds,
+        "rays_trained": run.clock.rays,
+        # Scored after training so a block that learned nothing says so where its figures are.
+        "quality": block_quality(run.model, scene, block, rays),
+    }
+    ckpt.write_done(out, result)
+    rays.remove()  # the colour cache is as large as the block's photos; a finished block needs none
+    return result
+
+
+def _start(scene: Scene, block: Block, config: TrainConfig, device: torch.device) -> TrainingRun:
+    """A fresh model, optimiser, learning-rate schedule and generators (after the global seed)."""
     model = build_model(block, config, num_images=len(block.images), device=device)
     if config.surface_prior:
         model.set_surface_prior(scene.points)
     optimizer = make_optimizer(model, config)
     half = config.steps // 2
-    clock = _Clock(config.max_seconds)
+    clock = TrainingClock(config.max_seconds)
 
     def lr_factor(step: int) -> float:
         by_steps = 1.0 if step < half else config.lr_decay ** ((step - half) / max(config.steps - half, 1))
@@ -175,157 +206,96 @@ def train_block(
         return min(by_steps, decay_factor(clock.progress, config.lr_decay))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    # Pixels are drawn on the CPU (the index lives there); marching and occupancy updates draw on
-    # the model's device. On the CPU both are one generator, as they always were.
     generator = torch.Generator().manual_seed(config.seed)
     on_device = generator if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
-    start = 0
-    samples_per_ray: float | None = None  # measured by the last step; sizes the next draw
+    return TrainingRun(model, optimizer, scheduler, generator, on_device, clock)
+
+
+def _resume_or_init(
+    run: TrainingRun, out: Path, block: Block, config: TrainConfig, resume: bool, init_from: str | Path | None
+) -> list[dict]:
+    """Continue from the block's checkpoint (with ``resume``), else start afresh, from ``init_from``'s
+    model if given; returns the block's resume history (see :func:`check_resume`)."""
     state_path = out / "checkpoint.pt"
-    resumed: list[dict] = []
     if resume and state_path.exists():
         state = ckpt.load_tensors(state_path)
-        resumed = check_resume(out / "config.json", model, config, int(state["step"]))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        if on_device is not generator and "device_generator" in state:
-            on_device.set_state(state["device_generator"])
-        start = int(state["step"])
-        samples_per_ray = state.get("samples_per_ray")
-        clock.resume(float(state.get("seconds", 0.0)), int(state.get("rays", 0)))
-        ckpt.truncate_metrics(out / "metrics.jsonl", start)
-    else:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        if init_from is not None:
-            init_from_model(model, Path(init_from), block.images)
-    hold = config.occupancy_warmup if init_from is not None else 0
-    record = config_record(model, config, block, rays)
-    record["init_from"] = None if init_from is None else Path(init_from).name
-    record["resumed"] = resumed
-    ckpt.write_config(out, record)
+        resumed = check_resume(out / "config.json", run.model, config, int(state["step"]))
+        run.load(state)
+        ckpt.truncate_metrics(out / "metrics.jsonl", run.step)
+        return resumed
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    if init_from is not None:
+        init_from_model(run.model, Path(init_from), block.images)
+    return []
 
-    rows, t_log, n_log = [], time.perf_counter(), 0
-    sum_mse, sum_samples, sum_rays = 0.0, 0, 0
-    last = config.steps if stop_after is None else min(config.steps, stop_after)
-    done = start
-    clock.start()
-    for step in range(start, last):
-        if clock.out_of_time:  # the step before ended on time, or a resumed run had none left
+
+def _train_steps(
+    run: TrainingRun,
+    rays: BlockPixels,
+    config: TrainConfig,
+    out: Path,
+    last: int,
+    hold: int,
+    progress: ProgressFn | None,
+) -> int:
+    """Optimise from ``run.step`` up to step ``last`` or the end of the time budget, logging every
+    ``log_every`` steps and checkpointing every ``checkpoint_every``; returns the steps done."""
+    log, rows = MetricsLog(), []
+    run.clock.start()
+    for step in range(run.step, last):
+        if run.clock.out_of_time:  # the step before ended on time, or a resumed run had none left
             break
         if step >= hold:
-            model.update_occupancy(step - hold, config.occupancy_every, config.occupancy_warmup, on_device)
-        n_draw = rays_to_draw(config.rays_per_batch, config.samples_per_batch, samples_per_ray)
-        batch = torch.randint(len(rays), (n_draw,), generator=generator)
-        pixels = rays.batch(batch).to(device)
-        out_rays, samples = model.render(
-            pixels.origins,
-            pixels.dirs,
-            pixels.image_ids,
-            stratified=True,
-            generator=on_device,
-            max_total_samples=config.samples_per_batch,
-        )
-        kept = samples.ray_kept
-        n_kept = int(kept.sum())
-        mse = torch.mean((out_rays.rgb[kept] - pixels.rgb[kept]) ** 2)
-        loss = mse
-        n_samples = int(samples.ray_indices.numel())
-        if n_kept > 0 and n_samples > 0:
-            samples_per_ray = n_samples / n_kept
-        if config.distortion_weight > 0 and n_samples > 0:
-            distortion = distortion_loss(
-                out_rays.weights, samples.t_starts, samples.t_ends, samples.ray_indices, len(batch)
+            run.model.update_occupancy(
+                step - hold, config.occupancy_every, config.occupancy_warmup, run.on_device
             )
-            loss = loss + config.distortion_weight * distortion[kept].mean() / model.box_height
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        clock.tick(n_kept)
-        scheduler.step()
-        sum_mse += float(mse.detach())
-        sum_samples += n_samples
-        sum_rays += n_kept
-        n_log += 1
-        done = step + 1
-        final = done == last or clock.out_of_time
-        if done % config.log_every == 0 or final:
-            elapsed = time.perf_counter() - t_log
-            row = {
-                "step": done,
-                "loss": sum_mse / n_log,
-                "psnr": psnr_from_mse(sum_mse / n_log),
-                "rays_per_s": sum_rays / elapsed,
-                "samples_per_s": sum_samples / elapsed,
-                "samples_per_ray": sum_samples / max(sum_rays, 1),
-                "occupied": model.grid.occupied_fraction,
-                "lr": scheduler.get_last_lr()[0],
-            }
-            rows.append(row)
+        mse, n_samples, n_kept = _optimise(run, rays, config)
+        log.add(mse, n_samples, n_kept)
+        run.step = step + 1
+        final = run.step == last or run.clock.out_of_time
+        if run.step % config.log_every == 0 or final:
+            rows.append(log.row(run))
             if progress:
-                progress(done, config.steps, {k: row[k] for k in ("psnr", "rays_per_s")})
-            t_log, n_log, sum_mse, sum_samples, sum_rays = time.perf_counter(), 0, 0.0, 0, 0
-        if done % config.checkpoint_every == 0 or final:
+                progress(run.step, config.steps, {k: rows[-1][k] for k in ("psnr", "rays_per_s")})
+        if run.step % config.checkpoint_every == 0 or final:
             ckpt.append_metrics(out / "metrics.jsonl", rows)
             rows = []
-            ckpt.save_tensors(
-                state_path,
-                {
-                    "step": done,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    **({} if on_device is generator else {"device_generator": on_device.get_state()}),
-                    "seconds": clock.seconds,
-                    "rays": clock.rays,
-                    "samples_per_ray": samples_per_ray,
-                },
-            )
-    rays.close()
-    if done < config.steps and not clock.out_of_time:
-        return {"step": done, "finished": False}
-    ckpt.save_tensors(out / "model.pt", {"model": model.state_dict()})
-    result = {
-        "step": done,
-        "finished": True,
-        "stopped_by": "time" if done < config.steps else "steps",
-        "n_rays": len(rays),
-        "n_images": len(block.images),
-        "seconds": clock.seconds,
-        "rays_trained": clock.rays,
-        # Scored after training so a block that learned nothing says so where its figures are.
-        "quality": block_quality(model, scene, block, rays),
-    }
-    ckpt.write_done(out, result)
-    rays.remove()  # the colour cache is as large as the block's photos; a finished block needs none
-    return result
+            ckpt.save_tensors(out / "checkpoint.pt", run.state())
+    return run.step
 
 
-class _Clock:
-    """Training seconds and rays, carried across resumes, against an optional time budget."""
+def _optimise(run: TrainingRun, rays: BlockPixels, config: TrainConfig) -> tuple[float, int, int]:
+    """One step: draw pixels, render them, take an Adam step on colour MSE plus distortion.
 
-    def __init__(self, max_seconds: float | None) -> None:
-        self.max_seconds = max_seconds
-        self.before, self.seconds, self.rays = 0.0, 0.0, 0
-        self.t0 = time.perf_counter()
-
-    def resume(self, seconds: float, rays: int) -> None:
-        self.before, self.seconds, self.rays = seconds, seconds, rays
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def tick(self, rays: int) -> None:
-        self.seconds = self.before + time.perf_counter() - self.t0
-        self.rays += rays
-
-    @property
-    def progress(self) -> float:
-        """Share of the time budget spent (0 without a budget)."""
-        return 0.0 if self.max_seconds is None else self.seconds / max(self.max_seconds, 1e-9)
-
-    @property
-    def out_of_time(self) -> bool:
-        return self.max_seconds is not None and self.seconds >= self.max_seconds
+    Returns the step's MSE, samples marched and rays kept (rays beyond the sample budget are not).
+    """
+    model, device = run.model, run.model.device
+    n_draw = rays_to_draw(config.rays_per_batch, config.samples_per_batch, run.samples_per_ray)
+    batch = torch.randint(len(rays), (n_draw,), generator=run.generator)
+    pixels = rays.batch(batch).to(device)
+    out_rays, samples = model.render(
+        pixels.origins,
+        pixels.dirs,
+        pixels.image_ids,
+        stratified=True,
+        generator=run.on_device,
+        max_total_samples=config.samples_per_batch,
+    )
+    kept = samples.ray_kept
+    n_kept = int(kept.sum())
+    mse = torch.mean((out_rays.rgb[kept] - pixels.rgb[kept]) ** 2)
+    loss = mse
+    n_samples = int(samples.ray_indices.numel())
+    if n_kept > 0 and n_samples > 0:
+        run.samples_per_ray = n_samples / n_kept
+    if config.distortion_weight > 0 and n_samples > 0:
+        distortion = distortion_loss(
+            out_rays.weights, samples.t_starts, samples.t_ends, samples.ray_indices, len(batch)
+        )
+        loss = loss + config.distortion_weight * distortion[kept].mean() / model.box_height
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.clock.tick(n_kept)
+    run.scheduler.step()  # after the clock: a time budget's schedule reads the time spent
+    return float(mse.detach()), n_samples, n_kept
