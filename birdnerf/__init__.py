@@ -12,6 +12,7 @@ One entry point per stage, importable from here (each loads its sub-package on f
     train_run(run, TrainConfig())         train every block; RUN/blocks/<id>/
     render_run(run, split="test")         composite views; RUN/renders/
     evaluate_run(run)                     held-out PSNR/SSIM; RUN/eval.json
+    export_run(run, points=, mesh=, config=ExportConfig())  point cloud / mesh PLYs (open3d)
     update_run(run, data, UpdateOptions())  retrain the blocks new photos touch; rollback(run, N)
     run_info(run)                         datasets, blocks and versions of a run
     run_demo(out, DemoConfig())           all of the above on a sample scene
@@ -45,6 +46,8 @@ _LAZY = {
     "render_run": "birdnerf.composite",
     "render_view": "birdnerf.composite",
     "evaluate_run": "birdnerf.eval",
+    "export_run": "birdnerf.export",
+    "ExportConfig": "birdnerf.export",
     "update_run": "birdnerf.update",
     "UpdateOptions": "birdnerf.update",
     "rollback": "birdnerf.update",
