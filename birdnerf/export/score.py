@@ -8,10 +8,12 @@ A predicted point set is scored at distance ``d`` by
 - recall (completeness): the share of reference points within ``d`` of a predicted point,
 - F-score: their harmonic mean,
 
-over a rectangle of the ground, and again over the **structures** only: the bird-view cells
-(``cell`` metres) where the reference has a point more than half a metre above the terrain
-(buildings, trees). The trivial baseline is the flat plane ``z = ground_z`` sampled on the same
-area at the same spacing: on flat sites it scores well on open ground and fails on structures.
+over a rectangle of the ground, and again over the **structures** only: the reference points
+more than half a metre above the terrain (roofs, walls, tree crowns) against the predicted
+points in the bird-view cells (``cell`` metres) that hold any of them. The trivial baseline is
+the flat plane ``z = ground_z`` sampled on the same area at the same spacing: on a flat site it
+models the open ground exactly, and scores 0 on the structures (at ``d`` up to half a metre) by
+construction.
 """
 
 from __future__ import annotations
@@ -129,13 +131,15 @@ def score_points(
     distances: tuple[float, ...] = DISTANCES,
 ) -> dict[str, list[SurfaceScore]]:
     """Scores of ``predicted`` (N, 3, run's world frame) over ``area``: "overall", and
-    "structures" (only the ``cell``-metre bird-view cells where the reference rises above the
-    terrain, for the prediction and the reference alike)."""
+    "structures": the reference's points above the terrain (roofs, walls, crowns) against the
+    predicted points in the ``cell``-metre bird-view cells that hold any of them."""
     ref = reference.points[in_area(reference.points, area)]
     pred = predicted[in_area(predicted, area)]
-    cells = np.unique(cell_keys(reference.points[reference.above_ground], cell))
-    pred_s, ref_s = (p[np.isin(cell_keys(p, cell), cells)] for p in (pred, ref))
+    above = reference.points[reference.above_ground]
+    above = above[in_area(above, area)]
+    cells = np.unique(cell_keys(above, cell))
+    pred_s = pred[np.isin(cell_keys(pred, cell), cells)]
     return {
         "overall": surface_scores(pred, ref, distances),
-        "structures": surface_scores(pred_s, ref_s, distances),
+        "structures": surface_scores(pred_s, above, distances),
     }
