@@ -58,21 +58,26 @@ def output_frame(partition: Partition, name: str, geo: dict | None) -> OutputFra
     if name == "world":
         return OutputFrame("world", np.eye(4))
     if name == "input":
-        return OutputFrame("input", _inverse(partition.world_from_input, "world_from_input"))
+        return OutputFrame("input", _inverse(partition, "world_from_input"))
     if not geo or geo.get("frame") != "ENU" or not all(k in geo for k in ("lat", "lon", "alt")):
         raise BirdnerfError(
             "the run is not georeferenced (its dataset has no ENU geographic reference), so there "
             "are no ENU coordinates to export; use --frame world or --frame input",
             partition.dataset,
         )
-    load = np.asarray(partition.frame["load_transform"], dtype=np.float64)
     origin = {k: float(geo[k]) for k in ("lat", "lon", "alt")}
     record = {"frame": "ENU", "ellipsoid": geo.get("ellipsoid", "WGS84"), **origin}
-    return OutputFrame("enu", _inverse(load, "load_transform"), record)
+    return OutputFrame("enu", _inverse(partition, "load_transform"), record)
 
 
-def _inverse(matrix: np.ndarray, what: str) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-12:
-        raise BirdnerfError(f"the partition manifest's {what} is not an invertible 4x4 transform")
+def _inverse(partition: Partition, key: str) -> np.ndarray:
+    """The inverse of the manifest frame record's 4x4 transform ``key``."""
+    try:
+        matrix = np.asarray(partition.frame[key], dtype=np.float64)
+        ok = matrix.shape == (4, 4) and np.all(np.isfinite(matrix)) and abs(np.linalg.det(matrix)) > 1e-12
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        where = partition.run_dir / "partition.json" if partition.run_dir else None
+        raise BirdnerfError(f"frame record's {key} is not an invertible 4x4 transform", where)
     return np.linalg.inv(matrix)

@@ -69,10 +69,12 @@ def tsdf_mesh(views: list[RenderedView], masks: list[Tensor], voxel: float, trun
         block_count=4096,  # initial size of its hash table, which grows as blocks are touched
         device=o3c.Device("CPU:0"),
     )
+    integrated = 0
     for view, mask in zip(views, masks, strict=True):
         depth = torch.where(mask, view.depth, 0.0).float().numpy()
         if not (depth > 0).any():
             continue
+        integrated += 1
         cam = view.cam
         k = o3c.Tensor(np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]]), o3c.float64)
         w2c = o3c.Tensor(np.linalg.inv(view.c2w), o3c.float64)
@@ -81,6 +83,10 @@ def tsdf_mesh(views: list[RenderedView], masks: list[Tensor], voxel: float, trun
         far = float(depth.max()) * 1.01
         coords = grid.compute_unique_block_coordinates(depth_img, k, w2c, 1.0, far, trunc_voxels)
         grid.integrate(coords, depth_img, color_img, k, k, w2c, 1.0, far, trunc_voxels)
+    if not integrated:
+        return Mesh(
+            np.zeros((0, 3)), np.zeros((0, 3), np.int32), np.zeros((0, 3), np.uint8), np.zeros((0, 3))
+        )
     mesh = grid.extract_triangle_mesh(weight_threshold=1.0).to_legacy()
     mesh.compute_vertex_normals()
     colors = np.asarray(mesh.vertex_colors).reshape(-1, 3)
