@@ -7,8 +7,8 @@ plane at the ground height sampled on the same area at the same spacing. Prints 
 recall and F-score overall and on the structures (points over half a metre above the terrain),
 the point and triangle counts, the export time, and each F-score's ratio to the plane's.
 
-    python benchmarks/bench_export.py --out /tmp/birdnerf-export            # small scene, 2 x 2 blocks
-    python benchmarks/bench_export.py --run /tmp/some/trained/run           # score an existing run
+    PYTHONPATH=. python benchmarks/bench_export.py --out /tmp/birdnerf-export   # small scene, 2 x 2 blocks
+    PYTHONPATH=. python benchmarks/bench_export.py --run /tmp/some/trained/run  # score an existing run
 """
 
 from __future__ import annotations

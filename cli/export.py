@@ -26,7 +26,7 @@ def export_cmd(
         "--frame",
         help="Coordinates: world (the run's frame), input (the dataset's input frame, where the "
         "photos' poses came from) or enu (georeferenced East-North-Up metres; the origin's WGS84 "
-        "latitude, longitude and height go to FILE.geo.json). Default: world.",
+        "latitude, longitude and height go to FILE.geo.json).",
     ),
     point_spacing: float = typer.Option(
         None,
@@ -47,27 +47,27 @@ def export_cmd(
         D.render_scale,
         "--scale",
         min=0.05,
-        help=f"Rendered view size relative to the photos. Default: {D.render_scale:g}.",
+        help="Rendered view size relative to the photos.",
     ),
     views: int = typer.Option(
         D.max_views,
         "--views",
         min=2,
-        help=f"Training viewpoints rendered per block, at most. Default: {D.max_views}.",
+        help="Training viewpoints rendered per block, at most.",
     ),
     min_agree: int = typer.Option(
         D.min_agree,
         "--min-agree",
         min=1,
         help="A surface point is kept when at least this many other views (of its "
-        f"{D.neighbours} nearest) render the same depth there. Default: {D.min_agree}.",
+        f"{D.neighbours} nearest) render the same depth there.",
     ),
     tolerance: float = typer.Option(
         D.depth_tolerance,
         "--depth-tolerance",
         min=0.0,
         help="Depths agree when they differ by at most this fraction of the depth "
-        f"(0.02 = 2 %: 1.2 m at 60 m). Default: {D.depth_tolerance:g}.",
+        "(0.02 = 2 %: 1.2 m at 60 m).",
     ),
     device: str = typer.Option(D.device, "--device", help=DEVICE_HELP),
 ) -> None:
@@ -76,7 +76,7 @@ def export_cmd(
     Every block's training viewpoints are rendered (RGB and depth) from the composite; points
     that neighbouring views confirm are kept (one per --point-spacing cube, normals facing the
     cameras), and the views' depth is fused into a TSDF mesh. Each block keeps what lies in its
-    core, so overlaps are not doubled. Needs open3d (pip install 'birdnerf[export]').
+    core, so overlaps are not doubled. Needs open3d (pip install 'birdnerf\\[export]').
     """
     if frame not in FRAMES:
         console.print(f"[bold red]error:[/] --frame must be one of {', '.join(FRAMES)}, not {frame!r}")
