@@ -101,14 +101,3 @@ class PlyParts:
                         records.tofile(f)
                         offset += n_v
         return out
-
-
-def read_vertices(path: str | Path) -> tuple[np.ndarray, int]:
-    """The :data:`VERTEX` records and the face count of a PLY written by :class:`PlyParts`."""
-    with open(path, "rb") as f:
-        lines = []
-        while not lines or lines[-1] != "end_header":
-            lines.append(f.readline().decode("ascii").strip())
-        count = {ln.split()[1]: int(ln.split()[2]) for ln in lines if ln.startswith("element")}
-        vertices = np.fromfile(f, dtype=VERTEX, count=count["vertex"])
-    return vertices, count.get("face", 0)
