@@ -13,6 +13,7 @@ One entry point per stage, importable from here (each loads its sub-package on f
     render_run(run, split="test")         composite views; RUN/renders/
     evaluate_run(run)                     held-out PSNR/SSIM; RUN/eval.json
     render_ortho(run, OrthoConfig())      true orthophoto + DSM as COGs; RUN/ortho/
+    export_run(run, points=, mesh=, config=ExportConfig())  point cloud / mesh PLYs (open3d)
     update_run(run, data, UpdateOptions())  retrain the blocks new photos touch; rollback(run, N)
     run_info(run)                         datasets, blocks and versions of a run
     run_demo(out, DemoConfig())           all of the above on a sample scene
@@ -49,6 +50,8 @@ _LAZY = {
     "evaluate_run": "birdnerf.eval",
     "render_ortho": "birdnerf.ortho",
     "OrthoConfig": "birdnerf.ortho",
+    "export_run": "birdnerf.export",
+    "ExportConfig": "birdnerf.export",
     "update_run": "birdnerf.update",
     "UpdateOptions": "birdnerf.update",
     "rollback": "birdnerf.update",

@@ -3,6 +3,7 @@
 from birdnerf_cli import (  # noqa: F401
     demo,
     evaluate,
+    export,
     import_data,
     info,
     ortho,
