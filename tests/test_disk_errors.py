@@ -98,7 +98,8 @@ def test_a_real_full_disk(trained_copy, tmp_path):  # noqa: F811
         shutil.copytree(trained_copy, run)
         before = checksums(run)
         one_error_line(CliRunner().invoke(app, ["eval", str(run)]), "no space left on the device")
-        assert checksums(run) == before and _no_temp_files(run)
+        after = checksums(run)  # renders finished before the disk filled stay, whole
+        assert {name: after.get(name) for name in before} == before and _no_temp_files(run)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 

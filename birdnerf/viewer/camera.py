@@ -15,41 +15,18 @@ import math
 import numpy as np
 
 from birdnerf.scene.camera import Camera
+from birdnerf.scene.colmap_model import qvec_from_rotmat, rotmat_from_qvec
 
 
 def rotation_from_wxyz(wxyz: np.ndarray) -> np.ndarray:
     """(3, 3) rotation matrix of a quaternion (w, x, y, z) (normalised here)."""
-    w, x, y, z = np.asarray(wxyz, dtype=np.float64) / np.linalg.norm(wxyz)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    q = np.asarray(wxyz, dtype=np.float64)
+    return rotmat_from_qvec(q / np.linalg.norm(q))
 
 
 def wxyz_from_rotation(rotation: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), w >= 0, of a (3, 3) rotation matrix (Shepperd's method)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = np.trace(m)
-    candidates = np.array([trace, m[0, 0], m[1, 1], m[2, 2]])
-    k = int(np.argmax(candidates))  # the largest component is computed first, the others from it
-    if k == 0:
-        s = 2.0 * math.sqrt(1.0 + trace)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif k == 1:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif k == 2:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return -q if q[0] < 0 else q
+    """Unit quaternion (w, x, y, z), w >= 0, of a (3, 3) rotation matrix."""
+    return qvec_from_rotmat(rotation)
 
 
 def view_camera(
