@@ -13,6 +13,7 @@ from birdnerf.composite import flyover_path, render_run
 from birdnerf.eval import evaluate_run
 from birdnerf.field import FieldConfig, HashGridConfig
 from birdnerf.partition import PartitionConfig, partition_dataset
+from birdnerf.runlayout import RENDERS, RunLayout
 from birdnerf.synthetic import (
     SAMPLE_SEED,
     SamplePreset,
@@ -151,10 +152,10 @@ def run_demo(
     return DemoResult(
         run_dir=run_dir,
         data_dir=data,
-        renders=run_dir / "renders",
+        renders=RunLayout(run_dir).root / RENDERS,
         video=summary.animation,
         depth_video=summary.depth_animation,
-        eval_json=run_dir / "eval.json",
+        eval_json=RunLayout(run_dir).eval,
         psnr=result["psnr"],
         ssim=result["ssim"],
         baseline_psnr=result["baseline_psnr"],

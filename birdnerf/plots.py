@@ -31,6 +31,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.eval.metrics import psnr
 from birdnerf.partition import Partition, compute_footprints, load_scene, read_partition
 from birdnerf.partition.plot import partition_figure
+from birdnerf.runlayout import RunLayout
 from birdnerf.scene.images import load_rgb
 
 __all__ = ["block_metrics_map", "partition_map", "training_curves", "update_comparison", "view_panel"]
@@ -81,7 +82,7 @@ def block_metrics_map(run_dir: str | Path, *, save: str | Path | None = None) ->
     """Held-out PSNR (dB) of each block's pixels and its margin over each photo's mean colour,
     on the block grid (bird view), from ``RUN/eval.json`` (run ``evaluate_run`` first)."""
     run_dir = Path(run_dir)
-    path = run_dir / "eval.json"
+    path = RunLayout(run_dir).eval
     if not path.is_file():
         raise BirdnerfError("no eval.json: evaluate the run first", path)
     scores = formats.read_record(path, formats.EVAL)

@@ -26,8 +26,8 @@ from typing import TypeVar
 
 from birdnerf.atomic import pid_alive
 from birdnerf.errors import BirdnerfError
+from birdnerf.runlayout import LOCK, RunLayout
 
-LOCK_FILE = ".lock"
 logger = logging.getLogger("birdnerf")
 _held: dict[Path, int] = {}  # resolved run folder -> nesting depth in this process
 F = TypeVar("F", bound=Callable)
@@ -63,7 +63,7 @@ def remove_leftovers(run_dir: Path) -> int:
     removed = 0
     for path in sorted(run_dir.rglob(".*"), reverse=True):  # children before their folders
         name = path.name
-        if path.is_file() and ".tmp" in name and name != LOCK_FILE:
+        if path.is_file() and ".tmp" in name and name != LOCK:
             path.unlink(missing_ok=True)
             removed += 1
         elif path.is_dir() and name.endswith(".partial"):
@@ -91,7 +91,7 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    path = run_dir / LOCK_FILE
+    path = RunLayout(run_dir).lock
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:

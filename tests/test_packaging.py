@@ -67,7 +67,7 @@ def test_license_file_matches_the_declared_license():
 
 # Each package imports only packages of a lower rank (its own modules aside): the pipeline's order.
 RANKS = {
-    "errors": 0,
+    **dict.fromkeys(["errors", "runlayout"], 0),
     **dict.fromkeys(["atomic", "progress", "torch_globals", "device", "resources"], 1),
     **dict.fromkeys(["runlock", "formats"], 2),
     "scene": 3,
@@ -116,3 +116,33 @@ def test_no_package_imports_a_higher_layer():
     unranked = {p.name.removesuffix(".py") for p in (ROOT / "birdnerf").iterdir()} - set(RANKS)
     assert not {u for u in unranked if not u.startswith((".", "__")) and u != "py.typed"}, unranked
     assert not bad, "\n".join(bad)
+
+
+def test_the_run_layout_is_spelled_in_one_place():
+    """No module but ``runlayout.py`` spells a run file's name or joins a run folder's: they ask
+    :class:`birdnerf.runlayout.RunLayout`."""
+    import ast
+
+    from birdnerf import runlayout
+
+    names = {runlayout.MANIFEST, runlayout.STAGED, runlayout.EVAL, runlayout.LOCK}
+    folders = {runlayout.HISTORY, runlayout.RENDERS, runlayout.BLOCKS, runlayout.ORTHO}
+    found = []
+    for path in sorted((ROOT / "birdnerf").rglob("*.py")):
+        if path.name == "runlayout.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+            joined = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)  # run_dir / "history"
+            if joined and isinstance(node.right, ast.Constant) and node.right.value in folders:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} / {node.right.value!r}")
+    assert not found, "\n".join(found)

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from birdnerf.block.checkpoint import read_jsonl, truncate_metrics
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition import PartitionConfig, partition_dataset
-from birdnerf.runlock import LOCK_FILE, run_lock
+from birdnerf.runlayout import LOCK as LOCK_FILE
+from birdnerf.runlock import run_lock
 from birdnerf_cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]

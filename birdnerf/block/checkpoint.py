@@ -21,14 +21,14 @@ import torch
 
 from birdnerf import atomic, formats
 from birdnerf.errors import BirdnerfError, file_system_error
-from birdnerf.partition.manifest import block_folder
+from birdnerf.runlayout import RunLayout
 
 logger = logging.getLogger("birdnerf")
 
 
 def block_dir(run_dir: str | Path, block_id: str, revision: int = 1) -> Path:
-    """Folder of a block's files (see :func:`birdnerf.partition.manifest.block_folder`)."""
-    return Path(run_dir) / block_folder(block_id, revision)
+    """Folder of a block's files (see :func:`birdnerf.runlayout.block_folder`)."""
+    return RunLayout(run_dir).block(block_id, revision)
 
 
 def save_tensors(path: Path, data: dict) -> None:

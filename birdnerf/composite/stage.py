@@ -18,6 +18,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
 from birdnerf.resources import check_fits
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run, writes_inside
 from birdnerf.torch_globals import keep_torch_globals
 
@@ -76,7 +77,7 @@ def render_run(
     else:
         jobs = [(camera_path.camera, c2w, f"frame_{k:04d}") for k, c2w in enumerate(camera_path.c2w)]
         label = "path"
-    out = Path(out_dir) if out_dir else run_dir / "renders" / label
+    out = Path(out_dir) if out_dir else RunLayout(run_dir).renders(label)
     if video not in (None, "mp4", "gif"):
         raise BirdnerfError(f"video must be mp4 or gif, not {video!r}")
     check_render_fits(jobs, out, video)

@@ -38,6 +38,7 @@ from birdnerf.partition import load_scene, read_partition
 from birdnerf.partition.footprint import ground_points
 from birdnerf.partition.manifest import Partition
 from birdnerf.progress import ProgressFn
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run
 from birdnerf.scene.camera import camera_rays, pixel_centers
 from birdnerf.scene.images import load_rgb
@@ -135,7 +136,7 @@ def evaluate_run(
     for k, i in enumerate(tests):
         view, target, first = _render_test_photo(partition, cache, scene, i, fit if fitting else None)
         if save_renders:
-            save_view(run_dir / "renders" / "test", view_stem(scene.names[i]), view)
+            save_view(RunLayout(run_dir).renders("test"), view_stem(scene.names[i]), view)
         per_photo.append(_score_photo(partition, scene, i, view, target, first, pools))
         if progress:
             progress(k + 1, len(tests), {"PSNR": per_photo[-1]["psnr"]})
@@ -148,7 +149,7 @@ def evaluate_run(
         "per_photo": per_photo,
         "seconds": time.perf_counter() - start,
     }
-    formats.write_record(run_dir / "eval.json", formats.EVAL, result)
+    formats.write_record(RunLayout(run_dir).eval, formats.EVAL, result)
     return result
 
 

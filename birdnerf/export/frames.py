@@ -19,6 +19,7 @@ import numpy as np
 
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import Partition
+from birdnerf.runlayout import RunLayout
 
 FRAMES = ("world", "input", "enu")
 
@@ -78,6 +79,6 @@ def _inverse(partition: Partition, key: str) -> np.ndarray:
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
-        where = partition.run_dir / "partition.json" if partition.run_dir else None
+        where = RunLayout(partition.run_dir).manifest if partition.run_dir else None
         raise BirdnerfError(f"frame record's {key} is not an invertible 4x4 transform", where)
     return np.linalg.inv(matrix)

@@ -18,9 +18,10 @@ from birdnerf.ortho import georef as geo
 from birdnerf.ortho.geotiff import cog_writer, write_window
 from birdnerf.ortho.grid import Window, block_mask, block_windows, raster_window, survey_gsd
 from birdnerf.ortho.mosaic import NODATA_HEIGHT, TileSource, blend_window
-from birdnerf.ortho.tiles import read_tile, render_tile, stored_record, tile_record, write_tile
+from birdnerf.ortho.tiles import read_tile, render_tile, stored_record, tile_path, tile_record, write_tile
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.progress import ProgressFn
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run, writes_inside
 from birdnerf.torch_globals import keep_torch_globals
 
@@ -86,7 +87,7 @@ def render_ortho(
     start = time.perf_counter()
     run_dir = Path(run_dir)
     partition = read_partition(run_dir)
-    out = Path(config.out_dir) if config.out_dir else run_dir / "ortho"
+    out = Path(config.out_dir) if config.out_dir else RunLayout(run_dir).ortho
     scene = load_scene(partition)
     ground_z = float(partition.frame["ground_z"])
     gsd = float(config.gsd) if config.gsd is not None else survey_gsd(scene, ground_z)
@@ -110,7 +111,7 @@ def render_ortho(
         block = partition.blocks[b]
         mask = block_mask(index, b, window, gsd).numpy()
         records[b] = tile_record(run_dir, block, window, mask, gsd)
-        path = out / "blocks" / f"{block.id}.npz"
+        path = tile_path(out, block.id)
         if stored_record(path) == records[b]:
             result.reused.append(block.id)
         else:
@@ -121,7 +122,7 @@ def render_ortho(
             progress(k + 1, steps, {"block": block.id})
 
     def load(b: int):
-        path = out / "blocks" / f"{partition.blocks[b].id}.npz"
+        path = tile_path(out, partition.blocks[b].id)
         tile = read_tile(path, records[b])
         if tile is None:  # written atomically above: only a change by hand gets here
             raise BirdnerfError("block tile unreadable or changed meanwhile: delete it and run again", path)

@@ -26,6 +26,8 @@ from birdnerf.ortho.grid import TOP_MARGIN_M, Window
 from birdnerf.partition.manifest import Block
 
 TILE_FORMAT = 2
+TILES = "blocks"
+"""Folder of the tile cache inside the ortho output folder."""
 SURFACE_OPACITY = 0.5
 """Opacity at which a vertical ray has reached the surface the DSM reports (its median depth):
 haze and floaters in front of a surface, weaker than that, do not lift the DSM."""
@@ -50,6 +52,11 @@ class BlockTile:
     height: np.ndarray
     surface: np.ndarray
     mask: np.ndarray
+
+
+def tile_path(out_dir: Path, block_id: str) -> Path:
+    """Where a block's tile is cached: ``<ortho dir>/blocks/<id>.npz``."""
+    return Path(out_dir) / TILES / f"{block_id}.npz"
 
 
 def model_digest(run_dir: Path, block: Block) -> str:

@@ -13,13 +13,12 @@ import numpy as np
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.footprint import MAX_RANGE_FACTOR
+from birdnerf.runlayout import MANIFEST, block_folder
 
 SCHEMA = "birdnerf.partition"
 SCHEMA_VERSION = 1
-MANIFEST = "partition.json"
 BLOCK_ID = re.compile(r"r(m?\d+)c(m?\d+)")
 MIN_IMAGES = 2
-POINTS_FILE = "points.npz"
 """Points measured from the photos at partition time, in the run directory (world frame)."""
 OPTIONAL_CONFIG = ("ground_z", "z_range")
 """Config fields written only when set, so manifests that do not use them stay as they were."""
@@ -65,12 +64,6 @@ class PartitionConfig:
                 raise BirdnerfError(f"--z-range needs ZMIN < ZMAX (finite heights), got {lo:g} {hi:g}")
             if self.ground_z is not None and not lo <= self.ground_z <= hi:
                 raise BirdnerfError(f"--ground-z {self.ground_z:g} lies outside --z-range {lo:g} {hi:g}")
-
-
-def block_folder(block_id: str, revision: int = 1) -> str:
-    """A block's folder relative to the run: ``blocks/<id>``, or ``blocks/<id>.v<N>`` when an
-    update (manifest version N) retrained it; older folders stay, so versions can be restored."""
-    return f"blocks/{block_id}" if revision == 1 else f"blocks/{block_id}.v{revision}"
 
 
 @dataclass

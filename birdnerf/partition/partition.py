@@ -12,7 +12,9 @@ from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.footprint import Footprints, compute_footprints
 from birdnerf.partition.layout import block_id, choose_shape, core_cell, coverage, expanded_rects, grid_edges
-from birdnerf.partition.manifest import POINTS_FILE, Block, Partition, PartitionConfig, points_path
+from birdnerf.partition.manifest import Block, Partition, PartitionConfig, points_path
+from birdnerf.runlayout import POINTS as POINTS_FILE
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import run_lock
 from birdnerf.scene.frame import FrameEstimate, to_world_frame
 from birdnerf.scene.scene import Scene, merge_scenes
@@ -221,7 +223,7 @@ def partition_dataset(
     ``force``: then its blocks and history are deleted first (they belong to the old blocks).
     Returns the partition and the scene in the world frame.
     """
-    from birdnerf.partition.manifest import MANIFEST, read_partition, to_json, write_partition
+    from birdnerf.partition.manifest import read_partition, to_json, write_partition
     from birdnerf.partition.plot import plot_partition
 
     config = config or PartitionConfig()
@@ -229,8 +231,9 @@ def partition_dataset(
     run_dir = Path(run_dir)
     partition.run_dir = run_dir
     with run_lock(run_dir, "partition"):
-        owned = [run_dir / "blocks", run_dir / "history", run_dir / "partition.staged.json"]
-        if (run_dir / MANIFEST).exists() and any(p.exists() for p in owned):
+        layout = RunLayout(run_dir)
+        owned = [layout.blocks, layout.history, layout.staged]
+        if layout.manifest.exists() and any(p.exists() for p in owned):
             if force:
                 for path in owned:
                     if path.is_dir():
@@ -244,7 +247,7 @@ def partition_dataset(
                     run_dir,
                 )
         run_dir.mkdir(parents=True, exist_ok=True)
-        points = run_dir / POINTS_FILE
+        points = layout.points
         if frame.get("points_file"):
             # Measured points live with the run: the dataset may be read-only, and every later stage
             # (the training's surface prior first) must see the same points.

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
-from birdnerf.partition.manifest import MANIFEST, Partition, read_partition, to_json
+from birdnerf.partition.manifest import Partition, read_partition, to_json
 from birdnerf.partition.partition import dataset_label, plan_partition
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import run_lock
 
 SAME = ("config", "frame", "x_edges", "y_edges", "blocks")
@@ -38,7 +39,8 @@ def relink_dataset(data: str | Path, run_dir: str | Path) -> Partition:
                 Path(data),
             )
         label = dataset_label(Path(data))
-        for path in [run_dir / MANIFEST, *sorted((run_dir / "history").glob("partition.v*.json"))]:
+        layout = RunLayout(run_dir)
+        for path in [layout.manifest, *layout.versions()]:
             record = json.loads(path.read_text(encoding="utf-8"))
             if record.get("dataset") == first.dataset:
                 atomic.write_json(path, {**record, "dataset": label})
@@ -49,7 +51,7 @@ def _first_version(run_dir: Path, current: Partition) -> Partition:
     """The manifest the run started from (version 1)."""
     if current.version == 1:
         return current
-    path = run_dir / "history" / "partition.v1.json"
+    path = RunLayout(run_dir).version(1)
     if not path.is_file():
         raise BirdnerfError("the run's first version is missing, so its photos cannot be compared", path)
     return read_partition(path)

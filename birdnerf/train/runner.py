@@ -23,7 +23,7 @@ from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
 from birdnerf.field.backends import resolve_backend
 from birdnerf.partition import load_scene, read_partition
-from birdnerf.partition.manifest import MANIFEST
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.loop import TrainConfig, train_block
@@ -142,7 +142,7 @@ def train_run(
     """
     check_backend(config.backend)
     run_dir = Path(run_dir)
-    manifest = Path(manifest) if manifest else run_dir / MANIFEST
+    manifest = Path(manifest) if manifest else RunLayout(run_dir).manifest
     init_from = {k: str(v) for k, v in (init_from or {}).items()}
     plans = plan_blocks(run_dir, block_ids, resume, force, manifest)
     if on_plan:

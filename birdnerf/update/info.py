@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from birdnerf.block import checkpoint as ckpt
+from birdnerf.runlayout import RunLayout
 from birdnerf.update import versions
 
 
@@ -41,7 +42,7 @@ def run_info(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     history = versions.list_versions(run_dir)
     current = history[-1]
-    staged = run_dir / versions.STAGED
+    staged = RunLayout(run_dir).staged
     return {
         "run": str(run_dir),
         "version": current.version,

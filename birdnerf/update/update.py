@@ -16,6 +16,7 @@ from birdnerf.errors import BirdnerfError
 from birdnerf.geo.enu import GeoPoint, enu_to_enu
 from birdnerf.partition.manifest import Partition, read_partition
 from birdnerf.partition.partition import apply_frame, dataset_label, load_scene
+from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run
 from birdnerf.scene.images import check_photos
 from birdnerf.scene.load import load_dataset
@@ -190,7 +191,7 @@ def update_run(
     current = read_partition(run_dir)
     versions.check_trained(run_dir, current)
     plan = prepare_update(run_dir, data, options)
-    staged_path = run_dir / versions.STAGED
+    staged_path = RunLayout(run_dir).staged
     if staged_path.exists() and not versions.same_plan(read_partition(staged_path), plan.partition):
         versions.discard_staged(run_dir)
     if not staged_path.exists():

@@ -19,11 +19,9 @@ from pathlib import Path
 from birdnerf import atomic
 from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
-from birdnerf.partition.manifest import MANIFEST, Partition, read_partition, to_json
+from birdnerf.partition.manifest import Partition, read_partition, to_json
+from birdnerf.runlayout import MANIFEST, STAGED, RunLayout
 from birdnerf.runlock import locks_run
-
-HISTORY = "history"
-STAGED = "partition.staged.json"
 
 
 def now() -> str:
@@ -32,7 +30,7 @@ def now() -> str:
 
 
 def history_path(run_dir: str | Path, version: int) -> Path:
-    return Path(run_dir) / HISTORY / f"partition.v{version}.json"
+    return RunLayout(run_dir).version(version)
 
 
 def list_versions(run_dir: str | Path) -> list[Partition]:
@@ -40,7 +38,7 @@ def list_versions(run_dir: str | Path) -> list[Partition]:
     run_dir = Path(run_dir)
     current = read_partition(run_dir)
     found = {current.version: current}
-    for path in sorted((run_dir / HISTORY).glob("partition.v*.json")):
+    for path in RunLayout(run_dir).versions():
         partition = read_partition(path)
         found.setdefault(partition.version, partition)
     return [found[v] for v in sorted(found) if v <= current.version]

@@ -20,9 +20,10 @@ import numpy as np
 
 from birdnerf.errors import BirdnerfError
 from birdnerf.geo.enu import GeoPoint, geodetic_to_enu
+from birdnerf.runlayout import ORTHO
 from birdnerf.viewer.camera import wxyz_from_rotation
 
-ORTHOPHOTO = Path("ortho") / "orthophoto.tif"
+ORTHOPHOTO = Path(ORTHO) / "orthophoto.tif"
 """Where ``birdnerf ortho`` writes the orthophoto, relative to the run."""
 
 

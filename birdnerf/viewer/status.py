@@ -13,6 +13,7 @@ from birdnerf import formats
 from birdnerf.block import checkpoint as ckpt
 from birdnerf.errors import BirdnerfError
 from birdnerf.partition.manifest import Partition
+from birdnerf.runlayout import RunLayout
 
 DONE, PARTIAL, UNTRAINED, EMPTY = "done", "partial", "untrained", "empty"
 
@@ -73,7 +74,7 @@ def _number(value: object) -> float | None:
 def block_statuses(run_dir: str | Path, partition: Partition) -> list[BlockStatus]:
     """The status and latest figures of every block of ``partition`` (its current revisions)."""
     run_dir = Path(run_dir)
-    evaluation, eval_problem = _read(run_dir / "eval.json", formats.EVAL)
+    evaluation, eval_problem = _read(RunLayout(run_dir).eval, formats.EVAL)
     per_block = (evaluation or {}).get("per_block")
     per_block = per_block if isinstance(per_block, dict) else {}
     out = []
