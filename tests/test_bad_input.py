@@ -223,3 +223,36 @@ def test_a_run_follows_its_dataset_to_a_new_place_and_refuses_another(mini_datas
     from birdnerf.partition import load_scene, read_partition
 
     assert len(load_scene(read_partition(run))) == len(list((new / "images").iterdir()))
+
+
+def _no_points(data: Path) -> list[Path]:
+    """Drop the dataset's points and recorded ground, so that its depth maps give the ground."""
+    meta = json.loads((data / "transforms.json").read_text())
+    for key in ("points_file", "ground_z"):
+        meta.get("birdnerf", {}).pop(key, None)
+    (data / "transforms.json").write_text(json.dumps(meta))
+    return sorted((data / "depth").glob("*.npy"))
+
+
+DEPTH_DAMAGE = {
+    "missing": (lambda paths: [paths[0].unlink()], "depth map not found"),
+    "pickled": (
+        lambda paths: [np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True) for p in paths],
+        "not a depth map (a .npy array of numbers)",
+    ),
+    "all zeros": (
+        lambda paths: [np.save(p, np.zeros((60, 80), np.float32)) for p in paths],
+        "depth maps hold no positive depth",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEPTH_DAMAGE))
+def test_bad_depth_maps_are_one_line(case, mini_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(mini_dataset, data)
+    damage, needle = DEPTH_DAMAGE[case]
+    damage(_no_points(data))
+    result = CliRunner().invoke(app, ["partition", str(data), "-o", str(tmp_path / "run")])
+    one_error_line(result, needle)
+    assert not (tmp_path / "run" / "partition.json").exists()

@@ -117,3 +117,15 @@ def test_a_render_that_cannot_fit_is_refused_before_it_starts(trained_copy, tmp_
     monkeypatch.setattr(resources, "free_space", lambda folder: 100 << 20)
     result = CliRunner().invoke(app, ["render", str(trained_copy), "--camera-path", str(path)])
     one_error_line(result, "needs up to 595 MB of disk (100 MB free there)")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_read_only_output_folder_is_one_line(mini_dataset, tmp_path):
+    mount = Path(tempfile.mkdtemp(dir=tmp_path))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)]).returncode:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        result = CliRunner().invoke(app, ["partition", str(mini_dataset), "-o", str(mount / "run")])
+        one_error_line(result, str(mount / "run"), "Read-only file system")
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from birdnerf.errors import BirdnerfError
 from birdnerf.scene.scene import Scene
 
 log = logging.getLogger("birdnerf")
@@ -120,6 +122,20 @@ def estimate_ground_z(scene: Scene) -> tuple[float, str]:
     return ground.z, ground.source
 
 
+def read_depth(path: Path) -> np.ndarray:
+    """A (H, W) z-depth map (metres) from an ``.npy`` file; one line naming the file when it is
+    missing, pickled or not a 2-D array of numbers."""
+    try:
+        depth = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise BirdnerfError("depth map not found", path) from None
+    except (ValueError, OSError, EOFError) as err:
+        raise BirdnerfError(f"not a depth map (a .npy array of numbers): {err}", path) from None
+    if depth.ndim != 2 or depth.dtype.kind not in "fiu":
+        raise BirdnerfError(f"not a depth map: a {depth.dtype} array of shape {depth.shape}", path)
+    return depth.astype(np.float64, copy=False)
+
+
 def estimate_ground(scene: Scene) -> GroundEstimate:
     """Ground height in a z-up frame: from sparse points, depth maps, points measured from the
     photos, or, failing all, the survey geometry (with a warning and a wide uncertainty).
@@ -136,10 +152,16 @@ def estimate_ground(scene: Scene) -> GroundEstimate:
     if scene.depth_paths:
         heights = []
         for i in np.linspace(0, len(scene) - 1, min(len(scene), 16)).astype(int):
-            depth = np.load(scene.depth_paths[i], allow_pickle=False)
-            d = float(np.median(depth[np.isfinite(depth) & (depth > 0)]))
-            # z-depth d along the optical axis: the axis meets the surface at centre + d * axis.
-            heights.append(scene.c2w[i, 2, 3] + d * scene.c2w[i, 2, 2])
+            depth = read_depth(scene.depth_paths[i])
+            valid = depth[np.isfinite(depth) & (depth > 0)]
+            if valid.size:  # a map that sees only sky says nothing of the ground
+                # z-depth d along the optical axis: the axis meets the surface at centre + d * axis.
+                heights.append(scene.c2w[i, 2, 3] + float(np.median(valid)) * scene.c2w[i, 2, 2])
+        if not heights:
+            raise BirdnerfError(
+                "the dataset's depth maps hold no positive depth (all zero, negative or not finite)",
+                scene.depth_paths[0].parent,
+            )
         return GroundEstimate(float(np.median(heights)), "depth_maps")
     from birdnerf.scene.triangulate import triangulate_scene
 
