@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from birdnerf.errors import BirdnerfError
+from birdnerf.geo.enu import enu_origin
 from birdnerf.partition.manifest import Partition
 from birdnerf.runlayout import RunLayout
 
@@ -60,14 +61,14 @@ def output_frame(partition: Partition, name: str, geo: dict | None) -> OutputFra
         return OutputFrame("world", np.eye(4))
     if name == "input":
         return OutputFrame("input", _inverse(partition, "world_from_input"))
-    if not geo or geo.get("frame") != "ENU" or not all(k in geo for k in ("lat", "lon", "alt")):
+    origin = enu_origin(geo, partition.dataset)
+    if origin is None:
         raise BirdnerfError(
             "the run is not georeferenced (its dataset has no ENU geographic reference), so there "
             "are no ENU coordinates to export; use --frame world or --frame input",
             partition.dataset,
         )
-    origin = {k: float(geo[k]) for k in ("lat", "lon", "alt")}
-    record = {"frame": "ENU", "ellipsoid": geo.get("ellipsoid", "WGS84"), **origin}
+    record = {"frame": "ENU", "ellipsoid": geo.get("ellipsoid", "WGS84"), **origin.as_dict()}
     return OutputFrame("enu", _inverse(partition, "load_transform"), record)
 
 

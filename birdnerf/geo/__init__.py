@@ -4,6 +4,7 @@ from birdnerf.geo.align import Similarity, spread_ratio, umeyama
 from birdnerf.geo.enu import (
     GeoPoint,
     ecef_to_geodetic,
+    enu_origin,
     enu_to_geodetic,
     geodetic_to_ecef,
     geodetic_to_enu,
@@ -19,6 +20,7 @@ __all__ = [
     "Similarity",
     "apply_gps_fit",
     "ecef_to_geodetic",
+    "enu_origin",
     "enu_to_geodetic",
     "fit_gps",
     "geodetic_to_ecef",

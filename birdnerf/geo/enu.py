@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from birdnerf.errors import BirdnerfError
+
 WGS84_A = 6378137.0
 """Semi-major axis (metres)."""
 WGS84_F = 1.0 / 298.257223563
@@ -32,6 +34,17 @@ class GeoPoint:
 
     def as_dict(self) -> dict[str, float]:
         return {"lat": self.lat, "lon": self.lon, "alt": self.alt}
+
+
+def enu_origin(geo: dict | None, source: object = None) -> GeoPoint | None:
+    """The ENU origin of a dataset's ``geo`` record; None when it has none or another frame. A
+    malformed record is one :class:`~birdnerf.errors.BirdnerfError` naming ``source``."""
+    if not geo or geo.get("frame") != "ENU":
+        return None
+    try:
+        return GeoPoint(float(geo["lat"]), float(geo["lon"]), float(geo.get("alt", 0.0)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise BirdnerfError(f"bad geographic record {geo!r} ({err})", source) from None
 
 
 def geodetic_to_ecef(lat: np.ndarray, lon: np.ndarray, alt: np.ndarray) -> np.ndarray:

@@ -65,16 +65,6 @@ def local_georef(window: Window, gsd: float) -> RasterGeoref:
     return RasterGeoref(LOCAL_WKT, (gsd, 0.0, x0, 0.0, -gsd, y1), "run world frame")
 
 
-def geo_origin(geo: dict | None, source: object) -> GeoPoint | None:
-    """The ENU origin of a dataset's ``geo`` record, None when it has none or another frame."""
-    if not geo or geo.get("frame") != "ENU":
-        return None
-    try:
-        return GeoPoint(float(geo["lat"]), float(geo["lon"]), float(geo.get("alt", 0.0)))
-    except (KeyError, TypeError, ValueError) as err:
-        raise BirdnerfError(f"bad geographic record {geo!r} ({err})", source) from None
-
-
 def utm_georef(
     window: Window, gsd: float, origin: GeoPoint, load_transform: np.ndarray, ground_z: float
 ) -> RasterGeoref:

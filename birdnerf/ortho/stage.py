@@ -14,6 +14,7 @@ from birdnerf.composite.cache import BlockCache
 from birdnerf.composite.view import HIT_OPACITY
 from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
+from birdnerf.geo.enu import enu_origin
 from birdnerf.ortho import georef as geo
 from birdnerf.ortho.geotiff import cog_writer, write_window
 from birdnerf.ortho.grid import Window, block_mask, block_windows, raster_window, survey_gsd
@@ -92,7 +93,7 @@ def render_ortho(
     ground_z = float(partition.frame["ground_z"])
     gsd = float(config.gsd) if config.gsd is not None else survey_gsd(scene, ground_z)
     raster = raster_window(partition, gsd)
-    origin = geo.geo_origin(scene.geo, partition.dataset)
+    origin = enu_origin(scene.geo, partition.dataset)
     if origin is None:
         reference = geo.local_georef(raster, gsd)
     else:

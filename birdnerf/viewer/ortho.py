@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from birdnerf.errors import BirdnerfError
-from birdnerf.geo.enu import GeoPoint, geodetic_to_enu
+from birdnerf.geo.enu import enu_origin, geodetic_to_enu
 from birdnerf.runlayout import ORTHO
 from birdnerf.viewer.camera import wxyz_from_rotation
 
@@ -51,7 +51,8 @@ def _to_world(path: Path, crs, xy: np.ndarray, geo: dict | None, load_transform:
     """(N, 2) raster coordinates -> (N, 2) world x, y."""
     if crs is None or not (crs.is_geographic or crs.is_projected):
         return xy
-    if not geo or geo.get("frame") != "ENU":
+    origin = enu_origin(geo, path)
+    if origin is None:
         raise BirdnerfError("the orthophoto has a geographic CRS but the run has no ENU origin", path)
     try:
         from pyproj import Transformer
@@ -61,7 +62,6 @@ def _to_world(path: Path, crs, xy: np.ndarray, geo: dict | None, load_transform:
         ) from None
     to_wgs84 = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
     lon, lat = to_wgs84.transform(xy[:, 0], xy[:, 1])
-    origin = GeoPoint(float(geo["lat"]), float(geo["lon"]), float(geo.get("alt", 0.0)))
     enu = geodetic_to_enu(np.asarray(lat), np.asarray(lon), np.full(len(xy), origin.alt), origin)
     world = enu @ load_transform[:3, :3].T + load_transform[:3, 3]
     return world[:, :2]
