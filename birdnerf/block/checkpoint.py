@@ -33,10 +33,11 @@ def block_dir(run_dir: str | Path, block_id: str, revision: int = 1) -> Path:
 
 def save_tensors(path: Path, data: dict) -> None:
     """``torch.save`` of a dict of tensors and plain values (stamped with its format), via a temp
-    file and rename."""
-    with atomic.atomic_path(path) as tmp:
+    file and rename. Written through a file object, so the archive's inner folder has torch's
+    fixed name rather than the temp file's: equal tensors give byte-identical files."""
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as stream:
         try:
-            torch.save(formats.stamp(data, formats.BLOCK_WEIGHTS), tmp)
+            torch.save(formats.stamp(data, formats.BLOCK_WEIGHTS), stream)
         except RuntimeError as err:  # torch's writer reports a failed write (a full disk) this way
             if "StreamWriter" not in str(err) and "write" not in str(err):
                 raise

@@ -62,7 +62,7 @@ RESUMABLE = ("steps", "max_seconds", "checkpoint_every", "log_every", "backend",
 def check_resume(config_path: Path, model: BlockModel, config: TrainConfig, step: int) -> list[dict]:
     """Refuse to resume a checkpoint made for another architecture, box or training settings
     (other than :data:`RESUMABLE`), naming what differs; return the block's resume history with
-    this resume (``step``, the settings it changed as ``[old, new]``) added."""
+    this resume (``step``, the settings it changed as ``[old, new]``, often none) added."""
     from birdnerf.train.loop import TrainConfig
 
     if not config_path.exists():
@@ -89,7 +89,7 @@ def check_resume(config_path: Path, model: BlockModel, config: TrainConfig, step
             config_path,
         )
     history = list(record.get("resumed", []))
-    return history + [{"step": step, "changed": changed}] if changed else history
+    return history + [{"step": step, "changed": changed}]
 
 
 def _plain(data: dict) -> dict:
