@@ -45,6 +45,7 @@ _LAZY = {
     "load_scene": "birdnerf.partition",
     "train_run": "birdnerf.train",
     "TrainConfig": "birdnerf.train",
+    "RayOptions": "birdnerf.train",
     "render_run": "birdnerf.composite",
     "render_view": "birdnerf.composite",
     "evaluate_run": "birdnerf.eval",

@@ -18,6 +18,7 @@ EVAL = "eval.json"
 LOCK = ".lock"
 ORTHO = "ortho"
 MAP = "partition.png"
+PROBE = ".probe"
 
 
 def block_folder(block_id: str, revision: int = 1) -> str:
@@ -90,3 +91,8 @@ class RunLayout:
     def ortho(self) -> Path:
         """``ortho/``: the orthophoto, DSM and their tile cache."""
         return self.root / ORTHO
+
+    def probe(self, token: str) -> Path:
+        """``.probe-<token>.partial/``: where every node of a cluster writes a file to show that it
+        sees the run (removed afterwards; a killed check's folder is a leftover like any other)."""
+        return self.root / f"{PROBE}-{token}.partial"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
 from rich.table import Table
 
 from birdnerf.eval.metrics import MIN_MARGIN_DB
@@ -213,3 +214,19 @@ def baseline_warnings(result: dict) -> list[str]:
             f"their pixels by {MIN_MARGIN_DB:g} dB: check their geometry or train them longer."
         )
     return lines
+
+
+def exit_on_failed_blocks(results: dict[str, dict]) -> None:
+    """One error line per block that failed (with Ray, the others finished), then exit 1."""
+    failed = {b: r["error"] for b, r in results.items() if r.get("error")}
+    for block_id, error in failed.items():
+        console.print(
+            f"[bold red]error:[/] block {block_id} failed: {error}", highlight=False, soft_wrap=True
+        )
+    if failed:
+        console.print(
+            f"{len(failed)} block(s) failed and {len(results) - len(failed)} finished; fix the cause and run "
+            "the same command again: finished blocks are skipped, the others resume",
+            highlight=False,
+        )
+        raise typer.Exit(1)

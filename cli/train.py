@@ -11,8 +11,9 @@ from birdnerf.device import DEVICE_HELP
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.train import TrainConfig, train_run
+from birdnerf.train.ray_pool import ADDRESS_HELP, RAY_HELP, RETRIES_HELP, RayOptions
 from birdnerf_cli.app import app, run
-from birdnerf_cli.report import block_progress, print_block_quality, train_plan_report
+from birdnerf_cli.report import block_progress, exit_on_failed_blocks, print_block_quality, train_plan_report
 
 
 @app.command("train")
@@ -23,8 +24,15 @@ def train_cmd(
     rays: int = typer.Option(TrainConfig.rays_per_batch, "--rays", min=64, help="Rays (pixels) per step."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Blocks trained at once, in separate processes."),
     threads: int = typer.Option(
-        None, "--threads", min=1, help="Torch threads per job (default: cores / jobs, never more)."
+        None,
+        "--threads",
+        min=1,
+        help="Torch threads per job (default: cores / jobs, never more). With --ray: CPUs per block "
+        "(default: the cluster's CPUs / blocks, at most one node's).",
     ),
+    ray: bool = typer.Option(False, "--ray", help=RAY_HELP),
+    ray_address: str = typer.Option(None, "--ray-address", metavar="HOST:PORT", help=ADDRESS_HELP),
+    retries: int = typer.Option(3, "--retries", min=0, help=RETRIES_HELP),
     backend: str = typer.Option(
         "auto",
         "--backend",
@@ -92,7 +100,9 @@ def train_cmd(
             force=force,
             on_progress=on_progress,
             on_plan=on_plan,
+            ray=RayOptions(ray_address, retries) if ray or ray_address else None,
         )
     trained = [b for b, r in results.items() if r.get("finished")]
     print_block_quality(results)
+    exit_on_failed_blocks(results)
     console.print(f"trained {len(trained)} block(s); checkpoints in {run_dir / 'blocks'}")

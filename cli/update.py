@@ -8,6 +8,7 @@ import typer
 
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
+from birdnerf.train.ray_pool import ADDRESS_HELP, RAY_HELP, RETRIES_HELP, RayOptions
 from birdnerf.update import UpdateOptions, rollback, update_run
 from birdnerf_cli.app import app, run
 from birdnerf_cli.report import block_progress, update_plan_report
@@ -46,8 +47,14 @@ def update_cmd(
         1, "--jobs", "-j", min=1, help="Blocks retrained at once, in separate processes."
     ),
     threads: int = typer.Option(
-        None, "--threads", min=1, help="Torch threads per job (default: cores / jobs)."
+        None,
+        "--threads",
+        min=1,
+        help="Torch threads per job (default: cores / jobs). With --ray: CPUs per block.",
     ),
+    ray: bool = typer.Option(False, "--ray", help=RAY_HELP),
+    ray_address: str = typer.Option(None, "--ray-address", metavar="HOST:PORT", help=ADDRESS_HELP),
+    retries: int = typer.Option(3, "--retries", min=0, help=RETRIES_HELP),
     rollback_to: int = typer.Option(
         None,
         "--rollback",
@@ -87,6 +94,7 @@ def update_cmd(
             threads=threads,
             on_plan=on_plan,
             on_progress=on_progress,
+            ray=RayOptions(ray_address, retries) if ray or ray_address else None,
         )
     seconds = plan.partition.change.get("seconds", 0.0)
     console.print(

@@ -343,3 +343,36 @@ def test_photos_far_from_the_site_need_allow_new_area(run, site, tmp_path):
     plan = prepare_update(run, far, UpdateOptions(allow_new_area=True))
     assert plan.created and set(plan.retrain) == set(plan.created)
     assert not (run / STAGED).exists() and read_partition(run).version == 1
+
+
+def test_update_with_ray_retrains_the_touched_blocks_as_ray_tasks(run, site):
+    """`birdnerf update --ray` (a Ray instance on this machine) retrains the same blocks as the
+    local runner would and commits the new version; untouched blocks keep their bytes."""
+    pytest.importorskip("ray")
+    before = {d.name: _hashes(d) for d in (run / "blocks").iterdir()}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "birdnerf_cli",
+            "update",
+            str(run),
+            "--add",
+            str(site["changed"]),
+            "--steps",
+            "8",
+            "--threads",
+            "1",
+            "--ray",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert read_partition(run).version == 2
+    after = {d.name: _hashes(d) for d in (run / "blocks").iterdir()}
+    assert all(after[name] == files for name, files in before.items())
+    assert set(after) - set(before) == {f"{b}.v2" for b in TOUCHED}
+    for block_id in TOUCHED:
+        assert json.loads((run / "blocks" / f"{block_id}.v2" / "done.json").read_text())["step"] == 8

@@ -6,6 +6,7 @@ settings that :class:`TrainConfig` carries, is re-exported here for convenience.
 
 from birdnerf.block.model import RenderConfig
 from birdnerf.train.loop import TrainConfig, train_block
+from birdnerf.train.ray_pool import RayOptions
 from birdnerf.train.runner import train_run
 
-__all__ = ["RenderConfig", "TrainConfig", "train_block", "train_run"]
+__all__ = ["RayOptions", "RenderConfig", "TrainConfig", "train_block", "train_run"]

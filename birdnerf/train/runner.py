@@ -27,6 +27,7 @@ from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.loop import TrainConfig, train_block
+from birdnerf.train.ray_pool import RayOptions
 
 
 @dataclass
@@ -130,6 +131,7 @@ def train_run(
     on_plan: Callable[[list[BlockPlan]], None] | None = None,
     manifest: Path | None = None,
     init_from: dict[str, Path] | None = None,
+    ray: RayOptions | None = None,
 ) -> dict[str, dict]:
     """Train the blocks of ``run_dir`` (all, or ``block_ids``); returns figures per trained block.
 
@@ -139,6 +141,10 @@ def train_run(
 
     ``manifest`` trains the blocks as another manifest file lists them (an update's staged
     version); ``init_from`` maps block ids to finished models to fine-tune from.
+
+    With ``ray``, the blocks are Ray tasks (see :mod:`birdnerf.train.ray_pool`; ``threads`` is each
+    block's CPU request, ``jobs`` is unused), and a block that keeps failing is returned as
+    ``{"finished": False, "error": ...}`` while the others finish.
     """
     check_backend(config.backend)
     run_dir = Path(run_dir)
@@ -148,10 +154,16 @@ def train_run(
     if on_plan:
         on_plan(plans)
     todo = [p for p in plans if p.action in ("train", "resume")]
+    notify = on_progress or (lambda *_: None)
+    if ray is not None and todo:
+        from birdnerf.train.ray_pool import train_on_ray
+
+        return train_on_ray(
+            run_dir.resolve(), manifest.resolve(), todo, config, threads, notify, init_from, ray
+        )
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = threads or max(1, cores // jobs)
-    notify = on_progress or (lambda *_: None)
     results: dict[str, dict] = {}
     if jobs == 1:
         for plan in todo:

@@ -23,6 +23,7 @@ from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.loop import TrainConfig
+from birdnerf.train.ray_pool import RayOptions
 from birdnerf.train.runner import train_run
 from birdnerf.update import versions
 from birdnerf.update.plan import UpdatePlan, plan_update
@@ -179,12 +180,15 @@ def update_run(
     threads: int | None = None,
     on_plan: Callable[[UpdatePlan], None] | None = None,
     on_progress: Callable[[str, int, int, dict], None] | None = None,
+    ray: RayOptions | None = None,
 ) -> UpdatePlan:
     """Add the photos in ``data`` to the run and retrain the blocks they touch; returns the plan.
 
     The new version is staged and its blocks trained into new folders; only then does it become
     current (see :mod:`birdnerf.update.versions`). An interrupted update leaves the run at its
     old version; running the same update again resumes it, a different one discards it.
+    With ``ray``, the blocks train as Ray tasks (see :func:`birdnerf.train.train_run`); a block that
+    keeps failing leaves the update staged, to be resumed by running it again.
     """
     run_dir = Path(run_dir)
     options = options or UpdateOptions()
@@ -211,7 +215,7 @@ def update_run(
             if mode == "fine-tune"
             else None
         )
-        train_run(
+        results = train_run(
             run_dir,
             dataclasses.replace(base, steps=steps),
             block_ids=ids,
@@ -220,7 +224,15 @@ def update_run(
             manifest=staged_path,
             init_from=init,
             on_progress=on_progress,
+            ray=ray,
         )
+        failed = {b: r["error"] for b, r in results.items() if r.get("error")}
+        if failed:
+            first = next(iter(failed))
+            raise BirdnerfError(
+                f"{len(failed)} block(s) failed, the first {first}: {failed[first]}; the update stays "
+                "staged: run it again to resume"
+            )
     staged = read_partition(staged_path)
     staged.change["seconds"] = round(time.perf_counter() - start, 1)
     versions.stage(run_dir, staged)
