@@ -72,6 +72,8 @@ def train_cmd(
     ),
 ) -> None:
     """Train every block (or --block ones); finished blocks are skipped, interrupted ones resume."""
+    if (ray or ray_address) and jobs != 1:
+        raise typer.BadParameter("--jobs is for the local process pool; with --ray, Ray places the blocks")
     config = dataclasses.replace(
         TrainConfig(),
         steps=steps,

@@ -78,6 +78,8 @@ def update_cmd(
         return
     if add is None:
         raise typer.BadParameter("give --add DATA (new photos) or --rollback VERSION")
+    if (ray or ray_address) and jobs != 1:
+        raise typer.BadParameter("--jobs is for the local process pool; with --ray, Ray places the blocks")
     options = UpdateOptions(
         from_scratch=from_scratch, replace_older=replace_older, steps=steps, allow_new_area=allow_new_area
     )
