@@ -19,6 +19,9 @@ from birdnerf.runlock import run_lock
 from birdnerf.scene.frame import FrameEstimate, to_world_frame
 from birdnerf.scene.scene import Scene, merge_scenes
 
+HEADROOM = 0.5
+"""Fraction of the flying height above the ground that every block's box reaches at least."""
+
 
 def altitude_range(
     scene: Scene,
@@ -31,7 +34,11 @@ def altitude_range(
 ) -> tuple[float, float]:
     """(zmin, zmax) of the surface inside ``rect``: from sparse points, else a slab over the ground.
 
-    Without points the slab reaches from a little below the ground to half the flying height.
+    Without points the slab reaches from a little below the ground to half the flying height;
+    with points it spans their range and still reaches that half: sparse matching misses what it
+    cannot match (a forest canopy of needles, water), and a surface above the box would be
+    squeezed into it, at the wrong depth for every other view. Where points exist the block's
+    surface prior still narrows the samples to a shell around them.
     A guessed ground (``ground_uncertainty`` > 0: how far below ``scene.ground_z`` the true
     ground may lie) widens the slab from that far below the guess to just below the cameras.
     A user-stated ``z_range`` (world z) is the range, as given.
@@ -39,7 +46,7 @@ def altitude_range(
     if z_range is not None:
         return float(z_range[0]), float(z_range[1])
     ground = float(scene.ground_z or 0.0)
-    zmin, zmax = ground - 0.05 * altitude, ground + 0.5 * altitude
+    zmin, zmax = ground - 0.05 * altitude, ground + HEADROOM * altitude
     pts = scene.points
     if ground_uncertainty > 0:
         zmin, zmax = ground - ground_uncertainty, ground + altitude
@@ -50,7 +57,7 @@ def altitude_range(
         z = pts[inside, 2] if inside.sum() >= 10 else pts[:, 2]
         lo, hi = np.quantile(z, [0.005, 0.995])
         pad = margin * max(hi - lo, 0.05 * altitude)
-        zmin, zmax = min(lo - pad, ground - 0.02 * altitude), hi + pad
+        zmin, zmax = min(lo - pad, ground - 0.02 * altitude), max(hi + pad, zmax)
     # The box must stay below the cameras, or training rays would start inside it.
     return float(zmin), float(min(zmax, ground + 0.95 * altitude))
 
