@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from birdnerf.errors import BirdnerfError
-from birdnerf.partition import PartitionConfig, compute_footprints, partition_scene, write_partition
+from birdnerf.partition import (
+    PartitionConfig,
+    compute_footprints,
+    partition_scene,
+    read_partition,
+    write_partition,
+)
 from birdnerf.partition.footprint import ground_hits
 from birdnerf.partition.layout import coverage, expanded_rects
 from birdnerf.scene.frame import to_world_frame
@@ -71,6 +77,37 @@ def test_expanded_rectangle_is_core_plus_overlap(overlap, overlap_m):
         )
         assert b.box[0] == b.expanded[0] and b.box[4] == b.expanded[3]
         assert b.box[2] < 0.0 < b.box[5] < 50.0  # the slab holds the ground and stays below the drone
+
+
+def test_box_reaches_half_the_flying_height_above_points_that_stay_low():
+    # Sparse matching misses a forest canopy: points on open ground alone must not cap the box
+    # at the ground, or the canopy is squeezed into a thin slab at the wrong depth.
+    scene = lawnmower(nx=6, ny=6, altitude=50.0)
+    rng = np.random.default_rng(0)
+    ground = np.column_stack([rng.uniform(0, 50, (500, 2)), rng.normal(0.0, 0.3, 500)])
+    tower = np.array([[20.0, 20.0, 40.0]] * 20)  # a tall structure the points do see
+    for points, top in [(ground, 25.0), (np.vstack([ground, tower]), 40.0)]:
+        scene.points = points
+        for b in partition_scene(scene, PartitionConfig(blocks=(1, 1))).blocks:
+            # The bottom still follows the points (measured: -1.0 and -4.9 m, the pad grows with
+            # their range); the top reaches half the 50 m flight (measured: 25.0 m), or the points'
+            # own top when higher (44.1 m), and stays below the cameras.
+            assert -6.0 < b.box[2] < points[:, 2].min()
+            assert top <= b.box[5] < 0.95 * 50.0 + 1e-9
+    # Without headroom (what manifests written before the setting read as) the points cap the box.
+    scene.points = ground
+    (low,) = partition_scene(scene, PartitionConfig(blocks=(1, 1), headroom=0.0)).blocks
+    assert 0.5 < low.box[5] < 2.0
+
+
+def test_manifests_without_headroom_keep_boxes_capped_by_their_points(tmp_path):
+    part = partition_scene(lawnmower(nx=6, ny=6), PartitionConfig(blocks=(1, 1)), dataset="survey")
+    path = write_partition(tmp_path / "run", part)
+    assert read_partition(tmp_path / "run").config.headroom == 0.5
+    data = json.loads(path.read_text())
+    del data["config"]["headroom"]
+    path.write_text(json.dumps(data))
+    assert read_partition(tmp_path / "run").config.headroom == 0.0  # so updates keep their boxes
 
 
 def test_neighbour_coverage_matches_brute_force():

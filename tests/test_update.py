@@ -60,7 +60,9 @@ def site(site_data) -> dict[str, Path]:
     from birdnerf.train import train_run
 
     run = site_data["base"].parent / "run"
-    partition_dataset(site_data["base"], run, PartitionConfig(blocks=(3, 3)))
+    # Boxes capped by the points (no headroom), so that the changed corner's 20 m building sticks
+    # out of its block's box, as it would out of a run partitioned before boxes had headroom.
+    partition_dataset(site_data["base"], run, PartitionConfig(blocks=(3, 3), headroom=0.0))
     train_run(run, _config())
     return {**site_data, "run": run}
 

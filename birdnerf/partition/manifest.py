@@ -43,6 +43,11 @@ class PartitionConfig:
     """Oblique footprints are clipped at this multiple of the altitude from the camera."""
     box_margin: float = 0.1
     """Margin added above and below the altitude range of a block's 3D box (fraction of range)."""
+    headroom: float = 0.5
+    """Every block's box reaches at least this fraction of the flying height above the ground,
+    whatever its points say: sparse matching misses what it cannot match (a forest canopy), and a
+    surface above the box is squeezed into it at the wrong depth. Manifests written before this
+    setting read as 0 (boxes capped by the points), so their updates keep the same boxes."""
     ground_z: float | None = None
     """Height of the ground, when known: replaces the estimate (sparse points, depth maps, points
     measured from the photos, or the photo-spacing guess). In the dataset's units, along its up
@@ -185,7 +190,7 @@ def read_partition(run_dir: str | Path) -> Partition:
             f"partition manifest version {found!r}{hint} (this one reads version {SCHEMA_VERSION})", path
         )
     try:
-        cfg = dict(data["config"])
+        cfg = {"headroom": 0.0, **data["config"]}
         for key in ("blocks", "z_range"):
             if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])

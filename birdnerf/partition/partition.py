@@ -26,12 +26,16 @@ def altitude_range(
     altitude: float,
     margin: float,
     *,
+    headroom: float = 0.0,
     ground_uncertainty: float = 0.0,
     z_range: list[float] | tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """(zmin, zmax) of the surface inside ``rect``: from sparse points, else a slab over the ground.
 
     Without points the slab reaches from a little below the ground to half the flying height.
+    With points it spans their range, and reaches at least ``headroom`` times the flying height
+    above the ground (see :attr:`PartitionConfig.headroom`); where points exist the block's
+    surface prior still narrows the samples to a shell around them.
     A guessed ground (``ground_uncertainty`` > 0: how far below ``scene.ground_z`` the true
     ground may lie) widens the slab from that far below the guess to just below the cameras.
     A user-stated ``z_range`` (world z) is the range, as given.
@@ -50,14 +54,16 @@ def altitude_range(
         z = pts[inside, 2] if inside.sum() >= 10 else pts[:, 2]
         lo, hi = np.quantile(z, [0.005, 0.995])
         pad = margin * max(hi - lo, 0.05 * altitude)
-        zmin, zmax = min(lo - pad, ground - 0.02 * altitude), hi + pad
+        zmin, zmax = min(lo - pad, ground - 0.02 * altitude), max(hi + pad, ground + headroom * altitude)
     # The box must stay below the cameras, or training rays would start inside it.
     return float(zmin), float(min(zmax, ground + 0.95 * altitude))
 
 
-def box_options(frame: dict) -> dict:
-    """The keyword arguments of :func:`altitude_range` that a manifest's frame record sets."""
+def box_options(frame: dict, config: PartitionConfig) -> dict:
+    """The keyword arguments of :func:`altitude_range` that a manifest's frame record and
+    config set."""
     return {
+        "headroom": config.headroom,
         "ground_uncertainty": float(frame.get("ground_uncertainty_m", 0.0)),
         "z_range": frame.get("z_range"),
     }
@@ -90,12 +96,13 @@ def partition_scene(
     names = scene.names
     altitude = float(np.median(fp.altitude))
     core_row, core_col = core_cell(fp.center, x_edges, y_edges)
+    heights = box_options(frame, config)
     blocks = []
     for r in range(rows):
         for c in range(cols):
             core = [x_edges[c], y_edges[r], x_edges[c + 1], y_edges[r + 1]]
             rect = expanded[r, c].tolist()
-            zmin, zmax = altitude_range(scene, rect, altitude, config.box_margin, **box_options(frame))
+            zmin, zmax = altitude_range(scene, rect, altitude, config.box_margin, **heights)
             photos = sorted(members.get(r * cols + c, {}).items())
             images = [names[i] for i, _ in photos if scene.split[i] == "train"]
             tests = [names[i] for i, _ in photos if scene.split[i] == "test"]

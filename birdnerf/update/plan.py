@@ -137,8 +137,9 @@ class _Grid:
 
     def box_heights(self, rect: list[float]) -> tuple[float, float]:
         """(zmin, zmax) of the surface under ``rect`` in the merged scene."""
-        frame, margin = self.partition.frame, self.partition.config.box_margin
-        return altitude_range(self.merged, rect, self.altitude, margin, **box_options(frame))
+        config = self.partition.config
+        heights = box_options(self.partition.frame, config)
+        return altitude_range(self.merged, rect, self.altitude, config.box_margin, **heights)
 
     def new_block(self, r: int, c: int) -> Block:
         """An empty block in cell (r, c), added to the partition."""
