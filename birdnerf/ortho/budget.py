@@ -31,14 +31,18 @@ RASTER_BYTES_PER_CELL = 8 * 4 / 3
 
 
 def tile_cells(partition: Partition, raster: Window, gsd: float) -> list[int]:
-    """Most cells of each trainable block's tile: its expanded rectangle, clipped to the raster."""
+    """Most cells of each trainable block's tile: the raster's cells its expanded rectangle meets."""
     cells = []
     for block in partition.blocks:
         if block.trainable:
             x0, y0, x1, y1 = block.expanded
-            w = min(raster.width, math.ceil((x1 - x0) / gsd) + 2)
-            h = min(raster.height, math.ceil((y1 - y0) / gsd) + 2)
-            cells.append(w * h)
+            cols = min(math.ceil(x1 / gsd), raster.col0 + raster.width) - max(
+                math.floor(x0 / gsd), raster.col0
+            )
+            rows = min(math.ceil(y1 / gsd), raster.top) - max(
+                math.floor(y0 / gsd), raster.top - raster.height
+            )
+            cells.append(max(cols, 0) * max(rows, 0))
     return cells
 
 
