@@ -46,9 +46,9 @@ def test_a_training_step_that_cannot_fit_is_refused(monkeypatch):
 
 
 def test_the_tsdf_bound_follows_the_pixels_or_the_area():
-    # Voxel blocks much smaller than a pixel's footprint: each pixel's truncation cube (2 blocks
-    # an axis at 4 voxels of truncation); much larger: the views' ground area in block columns.
-    assert tsdf_blocks(1000, gsd=1.0, voxel=0.001, trunc_voxels=4) == 1000 * 8
+    # Voxel blocks much smaller than a pixel's footprint: each pixel's truncation span (2 blocks at
+    # 4 voxels of truncation, half of them as measured); much larger: the views' ground area.
+    assert tsdf_blocks(1000, gsd=1.0, voxel=0.001, trunc_voxels=4) == 1000 * 0.5 * 2
     columns = 1000 * 1.0 / (8 * 0.5) ** 2
     assert tsdf_blocks(1000, gsd=1.0, voxel=0.5, trunc_voxels=4) == pytest.approx(columns * 2 * 2)
 

@@ -39,7 +39,14 @@ copy, and its two triangles in both (int32 and int64)."""
 VOXEL_BYTES = 20 + MESH_BYTES_PER_VERTEX * SURFACE_VERTICES_PER_BLOCK / VOXELS_PER_BLOCK
 """A voxel's TSDF, weight and colour (float32), and its share of the mesh extracted from it."""
 RELIEF = 2.0
-"""Voxel blocks in a column of the ground where views share blocks: walls and roofs above it."""
+"""Voxel blocks in a column of the ground where views share blocks, and surface points or mesh
+vertices over a cell of the ground: walls and roofs above it."""
+BLOCKS_PER_PIXEL = 0.5
+"""Voxel blocks a depth pixel allocates where blocks are smaller than its footprint: open3d 0.19
+allocated ~0.1 a pixel with 0.2 mm voxels on the mini survey (its own subsampling of the depth)."""
+FIXED_BYTES = 512 << 20
+"""The block models cached at once (up to 8), open3d and the compositor's temporaries: the
+default export of the mini survey (2 blocks, 44 views of 80x60 px) grew by 469 MB."""
 
 
 @dataclass
@@ -53,18 +60,27 @@ class ExportNeeds:
 def tsdf_blocks(pixels: int, gsd: float, voxel: float, trunc_voxels: float) -> float:
     """Voxel blocks of a block's TSDF: ``pixels`` depth pixels of ``gsd`` metres on the ground.
 
-    Each pixel touches the blocks of the cube of the truncation distance around its point
-    (``span`` blocks an axis); pixels whose footprints share a block's column count it once."""
+    Each pixel touches the blocks along its truncation distance (``span`` blocks, fewer as
+    measured: :data:`BLOCKS_PER_PIXEL`); pixels whose footprints share a block's column count it
+    once."""
     span = math.ceil(2 * trunc_voxels / 8) + 1
     shared = pixels * gsd**2 / (8 * voxel) ** 2 * span * RELIEF
-    return min(pixels * span**3, shared)
+    return min(pixels * BLOCKS_PER_PIXEL * span, shared)
 
 
 def export_needs(
-    partition: Partition, scene: Scene, config, gsd: float, voxel: float, points: bool, mesh: bool
+    partition: Partition,
+    scene: Scene,
+    config,
+    gsd: float,
+    voxel: float,
+    spacing: float,
+    points: bool,
+    mesh: bool,
 ) -> ExportNeeds:
     """Memory and disk (bytes) of an export with ``config`` (a :class:`ExportConfig`); ``gsd`` is
-    the rendered views' ground sample distance and ``voxel`` the TSDF's edge (scene units)."""
+    the rendered views' ground sample distance, ``voxel`` the TSDF's edge and ``spacing`` the
+    points' (scene units). What is written is also bounded by the block's expanded rectangle."""
     memory = disk = views = 0
     largest = (0, 0)
     for block in partition.blocks:
@@ -77,15 +93,18 @@ def export_needs(
         pixels = sum(w * h for w, h in sizes)
         largest = max([largest, *sizes], key=lambda size: size[0] * size[1])
         views += len(sizes)
+        x0, y0, x1, y1 = block.expanded
+        area = (x1 - x0) * (y1 - y0)
         block_memory = pixels * (VIEW_BYTES_PER_PIXEL + FUSE_BYTES_PER_PIXEL)
         if mesh:
             blocks = tsdf_blocks(pixels, gsd, voxel, config.sdf_trunc_voxels)
             block_memory += int(blocks * VOXELS_PER_BLOCK * VOXEL_BYTES)
-            disk += int(2 * blocks * SURFACE_VERTICES_PER_BLOCK * (VERTEX.itemsize + 2 * FACE.itemsize))
+            vertices = min(blocks * SURFACE_VERTICES_PER_BLOCK, area / voxel**2 * RELIEF)
+            disk += int(2 * vertices * (VERTEX.itemsize + 2 * FACE.itemsize))
         if points:
-            disk += 2 * pixels * VERTEX.itemsize
+            disk += int(2 * min(pixels, area / spacing**2 * RELIEF) * VERTEX.itemsize)
         memory = max(memory, block_memory)
-    memory += largest[0] * largest[1] * FRAME_BYTES_PER_PIXEL  # the view being rendered
+    memory += largest[0] * largest[1] * FRAME_BYTES_PER_PIXEL + FIXED_BYTES  # the view being rendered
     return ExportNeeds(memory, disk, views, largest)
 
 

@@ -117,7 +117,7 @@ def export_run(
     gsd = ground_sample_distance(scene, partition, config.render_scale)
     spacing = config.point_spacing or gsd
     voxel = config.mesh_voxel or gsd
-    needs = export_needs(partition, scene, config, gsd, voxel, points is not None, mesh is not None)
+    needs = export_needs(partition, scene, config, gsd, voxel, spacing, points is not None, mesh is not None)
     check_export_fits(needs, outputs[0].absolute().parent)
     blocks = [b for b in partition.blocks if b.trainable]
     summary = ExportSummary(point_spacing=spacing, mesh_voxel=voxel)
