@@ -47,7 +47,8 @@ def export_cmd(
         D.render_scale,
         "--scale",
         min=0.05,
-        help="Rendered view size relative to the photos.",
+        help="Rendered view size relative to the photos (1 = their size in pixels). Views, points "
+        "and the TSDF grid that cannot fit in memory or on disk are refused before rendering.",
     ),
     views: int = typer.Option(
         D.max_views,

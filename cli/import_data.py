@@ -59,6 +59,12 @@ def import_cmd(
     neighbors: int = typer.Option(
         10, "--neighbors", min=1, help="SfM only: match each photo with this many nearest photos by GPS."
     ),
+    skip_bad_photos: bool = typer.Option(
+        False,
+        "--skip-bad-photos",
+        help="Import without the photos that are missing, empty, unreadable or not their camera's "
+        "size (listed as skipped). Default: refuse the import, naming them.",
+    ),
 ) -> None:
     config = ImportConfig(
         source=source,
@@ -66,6 +72,7 @@ def import_cmd(
         downscale=downscale,
         geo=not no_geo,
         sfm=SfmOptions(neighbors=neighbors),
+        skip_bad_photos=skip_bad_photos,
     )
     run(check_import, src, out, config)
     with bar("importing") as update:

@@ -19,7 +19,8 @@ def ortho_cmd(
         None,
         "--gsd",
         help="Cell size in metres (scene units). Default: the median ground sampling distance of "
-        "the training photos (height above the ground along the optical axis / focal length).",
+        "the training photos (height above the ground along the optical axis / focal length). A "
+        "raster that cannot fit in memory or on disk is refused before rendering, with a GSD that fits.",
     ),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder (default RUN/ortho)."),
     min_opacity: float = typer.Option(

@@ -21,7 +21,13 @@ def train_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory made by `birdnerf partition`."),
     block: list[str] = typer.Option(None, "--block", help="Train only this block id (repeatable)."),
     steps: int = typer.Option(TrainConfig.steps, "--steps", min=1, help="Optimisation steps per block."),
-    rays: int = typer.Option(TrainConfig.rays_per_batch, "--rays", min=64, help="Rays (pixels) per step."),
+    rays: int = typer.Option(
+        TrainConfig.rays_per_batch,
+        "--rays",
+        min=64,
+        help="Rays (pixels) drawn per step (the first step draws them all); a step that cannot fit "
+        "in the memory available is refused before training starts.",
+    ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Blocks trained at once, in separate processes."),
     threads: int = typer.Option(
         None,

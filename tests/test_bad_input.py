@@ -256,3 +256,63 @@ def test_bad_depth_maps_are_one_line(case, mini_dataset, tmp_path):
     result = CliRunner().invoke(app, ["partition", str(data), "-o", str(tmp_path / "run")])
     one_error_line(result, needle)
     assert not (tmp_path / "run" / "partition.json").exists()
+
+
+TOO_LARGE = {
+    "training rays": (["train", "{run}", "--force", "--rays", "10000000000"], ["--rays", "of memory"]),
+    "orthophoto cells": (
+        ["ortho", "{run}", "--gsd", "0.001"],
+        ["cells at --gsd 0.001 m", "of memory and", "of disk", "larger --gsd (at least"],
+    ),
+    "export views": (["export", "{run}", "--points", "{tmp}/c.ply", "--scale", "500"], ["40000x30000 px"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOO_LARGE))
+def test_work_too_large_for_the_machine_is_refused_before_it_starts(case, trained_copy, tmp_path):
+    args, needles = TOO_LARGE[case]
+    before = checksums(trained_copy)
+    result = CliRunner().invoke(app, [a.format(run=trained_copy, tmp=tmp_path) for a in args])
+    one_error_line(result, "needs up to", *needles)
+    assert checksums(trained_copy) == before
+    assert not (trained_copy / "ortho").exists() and not (tmp_path / "c.ply").exists()
+
+
+def test_an_orthophoto_or_mesh_over_the_memory_available_names_both_figures(
+    trained_copy, tmp_path, monkeypatch
+):
+    from birdnerf import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 1 << 30)
+    before = checksums(trained_copy)
+    result = CliRunner().invoke(app, ["ortho", str(trained_copy), "--gsd", "0.01"])
+    line = one_error_line(result, "cells at --gsd 0.01 m", "(1.0 GB available)", "of disk (")
+    assert "use a larger --gsd" in line
+    mesh = tmp_path / "m.ply"
+    monkeypatch.setattr(resources, "available_memory", lambda: 256 << 20)
+    result = CliRunner().invoke(
+        app, ["export", str(trained_copy), "--mesh", str(mesh), "--mesh-voxel", "0.001"]
+    )
+    one_error_line(result, "exporting", "of memory (256 MB available)", "--mesh-voxel")
+    assert checksums(trained_copy) == before and not mesh.exists()
+    assert not (trained_copy / "ortho").exists()
+
+
+def test_import_refuses_bad_photos_up_front_unless_told_to_skip_them(tmp_path):
+    from test_import import NAMES, make_colmap_dataset
+
+    make_colmap_dataset(tmp_path / "src")
+    images = tmp_path / "src" / "images"
+    data = (images / NAMES[1]).read_bytes()
+    (images / NAMES[1]).write_bytes(data[: len(data) // 2])  # truncated: its header still reads
+    (images / NAMES[4]).write_bytes(b"")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "src"), "-o", str(out)])
+    line = one_error_line(result, str(images), "2 of 6 photos are unusable", "--skip-bad-photos")
+    assert f"{NAMES[1]}: corrupt or truncated" in line and f"{NAMES[4]}: empty file" in line
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["src"]
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "src"), "-o", str(out), "--skip-bad-photos"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "import_report.json").read_text())
+    assert sorted(s["name"] for s in report["skipped"]) == sorted([NAMES[1], NAMES[4]])
+    assert report["photos_registered"] == 4

@@ -143,7 +143,10 @@ def test_bad_photos_are_skipped_with_reasons(tmp_path: Path):
     data = (images / NAMES[1]).read_bytes()
     (images / NAMES[1]).write_bytes(data[: len(data) // 2])  # truncated JPEG
     Image.new("RGB", (64, 48)).save(images / "extra.jpg")  # in the folder, not in the model
-    report = import_dataset(tmp_path / "src", tmp_path / "out")
+    with pytest.raises(BirdnerfError, match=rf"1 of 6 photos are unusable: {NAMES[1]}: corrupt.*--skip-bad"):
+        import_dataset(tmp_path / "src", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and partials(tmp_path) == []
+    report = import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(skip_bad_photos=True))
     assert (report.photos_total, report.photos_registered) == (7, 5)
     reasons = {s.name: s.reason for s in report.skipped}
     assert set(reasons) == {NAMES[1], "extra.jpg"}

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from birdnerf.errors import BirdnerfError
-from birdnerf.ingest import import_dataset
+from birdnerf.ingest import ImportConfig, import_dataset
 from birdnerf.scene.camera import Camera
 from birdnerf.scene.colmap_model import rotmat_from_qvec
 from birdnerf.scene.mill19 import read_mill19
@@ -127,7 +127,9 @@ def test_mill19_refuses_pickled_objects(tmp_path: Path):
 def test_mill19_import(tmp_path: Path):
     poses, _ = make_mill19(tmp_path / "src", image_scale=1.0)
     (tmp_path / "src/train/rgbs/000007.jpg").unlink()
-    report = import_dataset(tmp_path / "src", tmp_path / "out")
+    with pytest.raises(BirdnerfError, match="1 of 9 photos are unusable: train/rgbs/000007: .*no photo"):
+        import_dataset(tmp_path / "src", tmp_path / "out")
+    report = import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(skip_bad_photos=True))
     assert (report.source_kind, report.photos_total, report.photos_registered) == ("mill19", 9, 8)
     assert report.skipped[0].name == "train/rgbs/000007" and "no photo" in report.skipped[0].reason
     assert report.frame["source"] == "mill19_axes" and report.frame["reason"] == "no photo has a GPS position"

@@ -223,7 +223,7 @@ def test_a_georeferenced_run_is_written_in_utm(mini_runs, mini_dataset, tmp_path
         (["{missing}"], "no partition manifest"),
         (["{run}", "--gsd", "0"], "--gsd"),
         (["{run}", "--gsd", "-2"], "--gsd"),
-        (["{run}", "--gsd", "1e-6"], "too fine"),
+        (["{run}", "--gsd", "1e-6"], "a raster may have: use a larger --gsd"),
     ],
 )
 def test_bad_run_or_gsd_is_one_line(args, needle, mini_runs, tmp_path):

@@ -226,6 +226,18 @@ def test_an_interrupted_update_leaves_the_old_version_and_resumes(run, site):
     assert all(_hashes(run / "blocks" / name) == files for name, files in finished.items())
 
 
+def test_an_update_whose_training_cannot_fit_is_refused_before_it_is_staged(run, site, monkeypatch):
+    from birdnerf import resources
+
+    before = _hashes(run)
+    monkeypatch.setattr(resources, "available_memory", lambda: 64 << 20)
+    with pytest.raises(
+        BirdnerfError, match=r"training \(.* rays and .* samples a step\) needs up to .* of memory"
+    ):
+        update_run(run, site["changed"], UpdateOptions(steps=5))
+    assert _hashes(run) == before and not (run / STAGED).exists()
+
+
 def test_a_failed_commit_leaves_the_old_version(run, site, monkeypatch):
     import birdnerf.update.versions as versions
 

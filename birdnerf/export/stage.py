@@ -23,6 +23,7 @@ from birdnerf import atomic
 from birdnerf.composite import BlendIndex, BlockCache
 from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
+from birdnerf.export.budget import check_export_fits, export_needs
 from birdnerf.export.frames import OutputFrame, output_frame
 from birdnerf.export.fuse import consistent_masks, fused_points, voxel_merge
 from birdnerf.export.geometry import crop_mesh, oriented_normals, require_open3d, tsdf_mesh
@@ -116,6 +117,8 @@ def export_run(
     gsd = ground_sample_distance(scene, partition, config.render_scale)
     spacing = config.point_spacing or gsd
     voxel = config.mesh_voxel or gsd
+    needs = export_needs(partition, scene, config, gsd, voxel, spacing, points is not None, mesh is not None)
+    check_export_fits(needs, outputs[0].absolute().parent)
     blocks = [b for b in partition.blocks if b.trainable]
     summary = ExportSummary(point_spacing=spacing, mesh_voxel=voxel)
     cache = BlockCache(run_dir, capacity=8, device=resolve_device(config.device))

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from birdnerf import atomic
 from birdnerf.errors import BirdnerfError
 from birdnerf.ingest.photos import workers
+from birdnerf.scene.images import photo_problem
 
 MANIFEST_FILE = "image_cache.json"
 MANIFEST_VERSION = 1
@@ -81,13 +82,9 @@ def _open_error(source: Path, err: Exception) -> BirdnerfError:
 
 def _verify(source: Path) -> None:
     """Decode ``source`` fully enough to find truncation; raise a BirdnerfError if it is corrupt."""
-    try:
-        with Image.open(source) as im:
-            # Decoding a JPEG at 1/8 scale still reads every byte of it, so truncation shows.
-            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-            im.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise _open_error(source, err) from None
+    problem = photo_problem(source, decode=True)
+    if problem is not None:
+        raise BirdnerfError("photo not found" if problem == "not found" else problem, source)
 
 
 def _resized(source: Path, size: tuple[int, int]) -> Image.Image:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from birdnerf.errors import BirdnerfError
 from birdnerf.geo.exif import PhotoMeta, read_photo_meta
+from birdnerf.scene.images import photo_problem
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -40,9 +41,14 @@ def find_photos(folder: str | Path, exclude: Sequence[Path] = ()) -> list[str]:
 def read_metas(
     root: Path, names: Sequence[str], progress: Callable[[int], None] | None = None
 ) -> tuple[dict[str, PhotoMeta], dict[str, str]]:
-    """EXIF/XMP metadata of each photo ``root / name``, and a skip reason for each unreadable one."""
+    """EXIF/XMP metadata of each photo ``root / name``, and the reason each bad one is unusable:
+    missing, empty, not a readable image (the header check that partitioning makes) or not
+    decodable (a JPEG is decoded at 1/8 scale, which reads all of it: truncation shows)."""
 
     def read(name: str) -> PhotoMeta | str:
+        problem = photo_problem(root / name, decode=True)
+        if problem is not None:
+            return problem
         try:
             return read_photo_meta(root / name)
         except BirdnerfError as err:

@@ -49,6 +49,9 @@ class ImportConfig:
     """Georeference with EXIF GPS when enough photos have it."""
     sfm: SfmOptions = field(default_factory=SfmOptions)
     """Structure-from-motion settings (raw photos only)."""
+    skip_bad_photos: bool = False
+    """Import without the photos that are missing, empty, unreadable or not their camera's size
+    (listed as skipped in the report); by default the import is refused, naming them."""
 
 
 def check_import(src: str | Path, out: str | Path, config: ImportConfig) -> str:
@@ -202,6 +205,7 @@ def import_dataset(
             cache=ImageCache(previous),
             report=report,
             step=step,
+            skip_bad_photos=config.skip_bad_photos,
         )
         posed = READERS[kind](ctx)
         report.photos_registered = len(posed.scene)

@@ -23,6 +23,7 @@ from birdnerf.ingest.sfm import SfmOptions, run_sfm
 from birdnerf.scene.camera import Camera
 from birdnerf.scene.colmap import detect_model_format, read_colmap_model
 from birdnerf.scene.colmap_model import ColmapModel, c2w_from_colmap, camera_from_colmap
+from birdnerf.scene.images import unusable_photos
 from birdnerf.scene.load import IMAGES_FOLDER, MODEL_SUBFOLDERS
 from birdnerf.scene.mill19 import is_mill19, read_mill19
 from birdnerf.scene.scene import Scene, holdout_split
@@ -44,6 +45,8 @@ class ImportContext:
     cache: ImageCache
     report: ImportReport
     step: Step
+    skip_bad_photos: bool = False
+    """Leave bad photos out (listed as skipped in the report) instead of refusing the import."""
 
 
 @dataclass
@@ -99,12 +102,24 @@ def require_photos(src: Path, exclude: Sequence[Path] = ()) -> list[str]:
     return names
 
 
-def _stage(ctx: ImportContext, jobs: Sequence[tuple[str, Path, int, int]]) -> dict[str, StagedImage]:
-    """Copy (and downscale) ``(name, source, width, height)`` photos; record failures as skipped."""
-    work = [(source, name, w, h, photo_scale(w, ctx.max_width, ctx.downscale)) for name, source, w, h in jobs]
-    staged, failed = ctx.cache.stage_all(work, ctx.root, lambda done: ctx.step("images", done, len(work)))
-    for name, reason in failed.items():
+def bad_photos(ctx: ImportContext, bad: dict[str, str], total: int, source: Path) -> None:
+    """Refuse the import, listing the ``bad`` photos (name -> reason) of ``total``; or, when the
+    user asked to skip them, record them as skipped."""
+    if bad and not ctx.skip_bad_photos:
+        hint = "fix or remove them, or import without them (--skip-bad-photos)"
+        raise unusable_photos(sorted(bad.items()), total, source, hint)
+    for name, reason in bad.items():
         ctx.report.skip(name, reason)
+
+
+def _stage(
+    ctx: ImportContext, jobs: Sequence[tuple[str, Path, int, int]], source: Path
+) -> dict[str, StagedImage]:
+    """Copy (and downscale) ``(name, source, width, height)`` photos; one that cannot be decoded
+    is a bad photo (see :func:`bad_photos`)."""
+    work = [(path, name, w, h, photo_scale(w, ctx.max_width, ctx.downscale)) for name, path, w, h in jobs]
+    staged, failed = ctx.cache.stage_all(work, ctx.root, lambda done: ctx.step("images", done, len(work)))
+    bad_photos(ctx, failed, len(jobs), source)
     return {s.name: s for s in staged if s is not None}
 
 
@@ -176,9 +191,7 @@ def from_colmap(ctx: ImportContext) -> Posed:
         ctx.report.skip(name, f"in the COLMAP model but not in {images_dir}")
     for name in sorted(set(folder) - set(names)):
         ctx.report.skip(name, "not registered in the COLMAP model")
-    metas, unreadable = read_metas(images_dir, present, lambda d: ctx.step("metadata", d, len(present)))
-    for name, reason in unreadable.items():
-        ctx.report.skip(name, reason)
+    metas, bad = read_metas(images_dir, present, lambda d: ctx.step("metadata", d, len(present)))
     by_name = {im.name: im for im in model.images}
     jobs, ratio = [], {}
     for name in sorted(metas):
@@ -187,13 +200,11 @@ def from_colmap(ctx: ImportContext) -> Posed:
         if camera is not None and (meta.width, meta.height) != (camera.width, camera.height):
             ratio[name] = meta.width / camera.width
             if abs(camera.height * ratio[name] - meta.height) > 1.0:
-                ctx.report.skip(
-                    name,
-                    f"photo is {meta.width}x{meta.height} but its camera is {camera.width}x{camera.height}",
-                )
+                bad[name] = f"is {meta.width}x{meta.height}, its camera says {camera.width}x{camera.height}"
                 continue
         jobs.append((name, images_dir / name, meta.width, meta.height))
-    staged = _stage(ctx, jobs)
+    bad_photos(ctx, bad, len(present), images_dir)  # every header read, before any photo is copied
+    staged = _stage(ctx, jobs, images_dir)
     if not staged:
         raise BirdnerfError("no photo of the model could be read", images_dir)
     factor = {n: ratio.get(n, 1.0) * s.scale for n, s in staged.items()}
@@ -206,13 +217,12 @@ def from_mill19(ctx: ImportContext) -> Posed:
     skipped: list[tuple[str, str]] = []
     scene = read_mill19(ctx.src, skipped)
     ctx.report.photos_total = len(scene) + len(skipped)
-    for name, reason in skipped:
-        ctx.report.skip(name, reason)
+    bad_photos(ctx, dict(skipped), ctx.report.photos_total, ctx.src)
     names = [f"{p.parent.parent.name}/{p.name}" for p in scene.image_paths]
     jobs = [
         (n, p, c.width, c.height) for n, p, c in zip(names, scene.image_paths, scene.cameras, strict=True)
     ]
-    staged = _stage(ctx, jobs)
+    staged = _stage(ctx, jobs, ctx.src)
     keep = [i for i, n in enumerate(names) if n in staged]
     if not keep:
         raise BirdnerfError("no photo of the dataset could be read", ctx.src)
@@ -231,11 +241,10 @@ def from_images(ctx: ImportContext) -> Posed:
     """
     names = require_photos(ctx.src, ctx.exclude)
     ctx.report.photos_total = len(names)
-    metas, unreadable = read_metas(ctx.src, names, lambda d: ctx.step("metadata", d, len(names)))
-    for name, reason in unreadable.items():
-        ctx.report.skip(name, reason)
+    metas, bad = read_metas(ctx.src, names, lambda d: ctx.step("metadata", d, len(names)))
+    bad_photos(ctx, bad, len(names), ctx.src)
     jobs = [(n, ctx.src / n, metas[n].width, metas[n].height) for n in names if n in metas]
-    staged = _stage(ctx, jobs)
+    staged = _stage(ctx, jobs, ctx.src)
     if len(staged) < 2:
         raise BirdnerfError(
             f"only {len(staged)} readable photo(s): structure from motion needs at least 2", ctx.src

@@ -22,7 +22,7 @@ from birdnerf.partition.manifest import Partition
 from birdnerf.scene.scene import Scene
 
 MAX_CELLS = 1 << 31
-"""Largest raster (cells) a GSD may ask for."""
+"""Largest raster (cells) a GSD may ask for (see :mod:`birdnerf.ortho.budget`)."""
 TOP_MARGIN_M = 1.0
 """How far above a block's box its vertical rays start (metres)."""
 
@@ -62,13 +62,8 @@ def raster_window(partition: Partition, gsd: float) -> Window:
         raise BirdnerfError("the run has no trainable block", partition.run_dir)
     col0, col1 = math.floor(cores[:, 0].min() / gsd), math.ceil(cores[:, 2].max() / gsd)
     row_bottom, top = math.floor(cores[:, 1].min() / gsd), math.ceil(cores[:, 3].max() / gsd)
-    width, height = col1 - col0, top - row_bottom
-    if width * height > MAX_CELLS:
-        extent = (
-            f"{cores[:, 2].max() - cores[:, 0].min():.0f} x {cores[:, 3].max() - cores[:, 1].min():.0f} m"
-        )
-        raise BirdnerfError(f"--gsd {gsd:g} m gives {width} x {height} cells over {extent}: too fine")
-    return Window(col0, top, width, height)
+    # Its size is checked against MAX_CELLS and the machine by birdnerf.ortho.budget.
+    return Window(col0, top, col1 - col0, top - row_bottom)
 
 
 def survey_gsd(scene: Scene, ground_z: float) -> float:

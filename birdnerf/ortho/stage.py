@@ -16,6 +16,7 @@ from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
 from birdnerf.geo.enu import enu_origin
 from birdnerf.ortho import georef as geo
+from birdnerf.ortho.budget import check_ortho_fits
 from birdnerf.ortho.geotiff import cog_writer, write_window
 from birdnerf.ortho.grid import Window, block_mask, block_windows, raster_window, survey_gsd
 from birdnerf.ortho.mosaic import NODATA_HEIGHT, TileSource, blend_window
@@ -93,6 +94,7 @@ def render_ortho(
     ground_z = float(partition.frame["ground_z"])
     gsd = float(config.gsd) if config.gsd is not None else survey_gsd(scene, ground_z)
     raster = raster_window(partition, gsd)
+    check_ortho_fits(partition, raster, gsd, config.window_cells, out)
     origin = enu_origin(scene.geo, partition.dataset)
     if origin is None:
         reference = geo.local_georef(raster, gsd)

@@ -28,21 +28,37 @@ def load_rgb(path: str | Path, cam: Camera | None = None) -> np.ndarray:
     return rgb
 
 
-def photo_problem(path: Path, cam: Camera) -> str | None:
-    """Why the photo at ``path`` cannot be used with camera ``cam`` (from its header alone:
-    missing, empty, not an image, or not the camera's size), or None when it looks usable."""
+def photo_problem(path: Path, cam: Camera | None = None, decode: bool = False) -> str | None:
+    """Why the photo at ``path`` cannot be used (from its header: missing, empty, not an image,
+    or, given its camera ``cam``, not the camera's size; with ``decode``, also data that cannot be
+    decoded, e.g. a truncated file), or None when it looks usable."""
     try:
         if path.stat().st_size == 0:
             return "empty file"
         with Image.open(path) as im:
             size = im.size
+            if decode:
+                # A JPEG decoded at 1/8 scale still reads every byte of it, so truncation shows.
+                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                try:
+                    im.load()
+                except (OSError, ValueError, SyntaxError) as err:
+                    return f"corrupt or truncated image data ({err})"
     except FileNotFoundError:
         return "not found"
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         return f"not a readable image ({type(err).__name__})"
-    if size != (cam.width, cam.height):
+    if cam is not None and size != (cam.width, cam.height):
         return f"is {size[0]}x{size[1]}, its camera says {cam.width}x{cam.height}"
     return None
+
+
+def unusable_photos(bad: list[tuple[str, str]], total: int, source: Path, hint: str = "") -> BirdnerfError:
+    """The one-line error listing the first of the ``bad`` photos (name, reason) of ``total``."""
+    listed = "; ".join(f"{name}: {why}" for name, why in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    tail = f"; {hint}" if hint else ""
+    return BirdnerfError(f"{len(bad)} of {total} photos are unusable: {listed}{more}{tail}", source)
 
 
 def check_photos(paths: list[Path], cameras: list[Camera], names: list[str], source: Path) -> None:
@@ -50,9 +66,7 @@ def check_photos(paths: list[Path], cameras: list[Camera], names: list[str], sou
     first bad photos, when any is missing, empty, not an image or not its camera's size."""
     bad = [(n, why) for p, c, n in zip(paths, cameras, names, strict=True) if (why := photo_problem(p, c))]
     if bad:
-        listed = "; ".join(f"{name}: {why}" for name, why in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise BirdnerfError(f"{len(bad)} of {len(names)} photos are unusable: {listed}{more}", source)
+        raise unusable_photos(bad, len(names), source)
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:

@@ -26,6 +26,7 @@ from birdnerf.partition import load_scene, read_partition
 from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run
 from birdnerf.torch_globals import keep_torch_globals
+from birdnerf.train.budget import check_training_fits
 from birdnerf.train.loop import TrainConfig, train_block
 from birdnerf.train.ray_pool import RayOptions
 
@@ -151,9 +152,14 @@ def train_run(
     manifest = Path(manifest) if manifest else RunLayout(run_dir).manifest
     init_from = {k: str(v) for k, v in (init_from or {}).items()}
     plans = plan_blocks(run_dir, block_ids, resume, force, manifest)
+    todo = [p for p in plans if p.action in ("train", "resume")]
+    jobs = max(1, min(jobs, len(todo) or 1))
+    if todo:  # before any block starts: one block's steps, times the blocks trained at once
+        partition = read_partition(manifest)
+        photos = max(len(partition.block(p.block_id).images) for p in todo)
+        check_training_fits(config, photos, jobs)
     if on_plan:
         on_plan(plans)
-    todo = [p for p in plans if p.action in ("train", "resume")]
     notify = on_progress or (lambda *_: None)
     if ray is not None and todo:
         from birdnerf.train.ray_pool import train_on_ray
@@ -162,7 +168,6 @@ def train_run(
             run_dir.resolve(), manifest.resolve(), todo, config, threads, notify, init_from, ray
         )
     cores = os.cpu_count() or 1
-    jobs = max(1, min(jobs, len(todo) or 1))
     threads = threads or max(1, cores // jobs)
     results: dict[str, dict] = {}
     if jobs == 1:

@@ -22,6 +22,7 @@ from birdnerf.scene.images import check_photos
 from birdnerf.scene.load import load_dataset
 from birdnerf.scene.scene import Scene
 from birdnerf.torch_globals import keep_torch_globals
+from birdnerf.train.budget import check_training_fits
 from birdnerf.train.loop import TrainConfig
 from birdnerf.train.ray_pool import RayOptions
 from birdnerf.train.runner import train_run
@@ -195,6 +196,10 @@ def update_run(
     current = read_partition(run_dir)
     versions.check_trained(run_dir, current)
     plan = prepare_update(run_dir, data, options)
+    base = base_config(run_dir, current)
+    if plan.retrain:  # refused before the new version is staged
+        photos = max(len(plan.partition.block(b).images) for b in plan.retrain)
+        check_training_fits(base, photos, max(1, min(jobs, len(plan.retrain))))
     staged_path = RunLayout(run_dir).staged
     if staged_path.exists() and not versions.same_plan(read_partition(staged_path), plan.partition):
         versions.discard_staged(run_dir)
@@ -202,7 +207,6 @@ def update_run(
         versions.stage(run_dir, plan.partition)
     if on_plan:
         on_plan(plan)
-    base = base_config(run_dir, current)
     old_blocks = {b.id: b for b in current.blocks}
     start = time.perf_counter()
     for mode in ("fine-tune", "from-scratch"):
