@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,10 +135,7 @@ def check_shared_storage(run_dir: Path, datasets: list[str]) -> None:
             )
         check_probes(run_dir, probe_dir, token, datasets, ray.get(refs))
     finally:
-        for path in sorted(probe_dir.glob("*"), reverse=True) if probe_dir.is_dir() else []:
-            path.unlink(missing_ok=True)
-        if probe_dir.is_dir():
-            probe_dir.rmdir()
+        shutil.rmtree(probe_dir, ignore_errors=True)
 
 
 def default_threads(n_blocks: int) -> int:
