@@ -5,7 +5,10 @@ config and batch; the table reports the median of the timed steps after warm-up 
 which includes compilation for ``compiled`` and the kernel build or load for ``fused``, is shown
 separately) and the ratios to ``torch`` and to ``compiled``. The optimiser is the one training
 uses (:func:`birdnerf.train.loop.make_optimizer`'s :class:`LazyAdam`: lazy rows for the table);
-``--dense-adam`` times plain dense Adam instead (the optimiser before the fused backend).
+``--dense-adam`` times plain dense Adam instead (the optimiser before the fused backend). The
+batch is a training step's sample budget (``TrainConfig.samples_per_batch``) unless
+``--batch-log2`` says otherwise. ``fused`` runs twice where the CPU has bfloat16 instructions:
+with float32 MLPs (``fused/fp32``) and with bfloat16 ones (``fused/bf16``, what ``auto`` picks).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from birdnerf.field import (
     BlockField,
     FieldConfig,
     HashGridConfig,
+    bf16_native,
     compile_available,
     fused_available,
     tcnn_available,
 )
+from birdnerf.train import TrainConfig
 from birdnerf.train.optim import LazyAdam
 
 
@@ -75,11 +80,13 @@ def make_optimizer(field: BlockField, dense: bool) -> torch.optim.Optimizer:
     return LazyAdam(groups, lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
 
 
-def bench_one(backend: str, log2_size: int, batch: tuple[torch.Tensor, ...], steps: int, dense: bool) -> dict:
+def bench_one(name: str, log2_size: int, batch: tuple[torch.Tensor, ...], steps: int, dense: bool) -> dict:
+    """One backend (``torch``, ``compiled``, ``fused/fp32``, ``fused/bf16``, ``tcnn``) timed."""
+    backend, _, precision = name.partition("/")
     x, dirs, ids, target = batch
     device = x.device
     config = FieldConfig(grid=HashGridConfig(log2_hashmap_size=log2_size), num_images=100)
-    field = BlockField(config, backend=backend, device=device)
+    field = BlockField(config, backend=backend, device=device, precision=precision or "auto")
     if field.backend != backend:
         raise SystemExit(f"backend {backend} is not available here (got {field.backend})")
     opt = make_optimizer(field, dense or backend == "tcnn")
@@ -99,7 +106,7 @@ def bench_one(backend: str, log2_size: int, batch: tuple[torch.Tensor, ...], ste
     train_first, train_times = _timed(train_step, steps, device)
     infer_first, infer_times = _timed(infer, steps, device)
     return {
-        "backend": backend,
+        "backend": name,
         "T": log2_size,
         "params": field.num_parameters(),
         "warmup_s": train_first + infer_first,
@@ -113,11 +120,18 @@ def bench_one(backend: str, log2_size: int, batch: tuple[torch.Tensor, ...], ste
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2^16 samples, 3 timed steps, T=16 only")
-    parser.add_argument("--batch-log2", type=int, default=18, help="samples per step = 2^this")
+    parser.add_argument(
+        "--batch-log2",
+        type=int,
+        default=TrainConfig.samples_per_batch.bit_length() - 1,
+        help="samples per step = 2^this (default: a training step's sample budget)",
+    )
     parser.add_argument("--steps", type=int, default=7, help="timed steps after the warm-up step")
     parser.add_argument("--log2-sizes", default="19,16", help="comma-separated table sizes T to compare")
     parser.add_argument("--samples", choices=("uniform", "rays"), default="uniform")
-    parser.add_argument("--backends", default="", help="comma-separated; default: all available")
+    parser.add_argument(
+        "--backends", default="", help="comma-separated, e.g. torch,fused/fp32,fused/bf16 (default: all here)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--dense-adam", action="store_true", help="dense Adam for every backend")
     args = parser.parse_args()
@@ -132,7 +146,7 @@ def main() -> None:
         backends = (
             ["torch"]
             + (["compiled"] if compile_available() else [])
-            + (["fused"] if fused_available() else [])
+            + (["fused/fp32"] + (["fused/bf16"] if bf16_native() else []) if fused_available() else [])
             + (["tcnn"] if tcnn_available() else [])
         )
     sizes = [int(s) for s in args.log2_sizes.split(",")]
@@ -156,7 +170,7 @@ def main() -> None:
         "torch and compiled backends"
     )
     print(
-        f"{'backend':<9} {'T':>3} {'params':>11} {'warm-up s':>9} {'train samples/s':>21} {'x torch':>7} "
+        f"{'backend':<10} {'T':>3} {'params':>11} {'warm-up s':>9} {'train samples/s':>21} {'x torch':>7} "
         f"{'x comp.':>7} {'infer samples/s':>23} {'x torch':>7} {'x comp.':>7}"
     )
 
@@ -168,7 +182,7 @@ def main() -> None:
         train = f"{r['train']:,.0f} ({r['train_best']:,.0f})"
         infer = f"{r['infer']:,.0f} ({r['infer_best']:,.0f})"
         print(
-            f"{r['backend']:<9} {r['T']:>3} {r['params']:>11,} {r['warmup_s']:>9.1f} "
+            f"{r['backend']:<10} {r['T']:>3} {r['params']:>11,} {r['warmup_s']:>9.1f} "
             f"{train:>21} {ratio(r, 'train', 'torch'):>7} {ratio(r, 'train', 'compiled'):>7} "
             f"{infer:>23} {ratio(r, 'infer', 'torch'):>7} {ratio(r, 'infer', 'compiled'):>7}"
         )

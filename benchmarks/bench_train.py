@@ -80,15 +80,16 @@ def train_config(args: argparse.Namespace, log2_size: int) -> TrainConfig:
         lr=args.lr,
         mlp_lr=args.mlp_lr,
         backend=args.backend,
+        precision=args.precision,
         field=field,
     )
 
 
-def warm_up(field_config: FieldConfig, backend: str, batch: int) -> float:
+def warm_up(field_config: FieldConfig, backend: str, precision: str, batch: int) -> float:
     """Compile the field's graphs (training step, occupancy density, inference) for this table
     size at the training batch size, so that no timed run pays for it; returns the seconds spent."""
     start = time.perf_counter()
-    field = BlockField(dataclasses.replace(field_config, num_images=4), backend=backend)
+    field = BlockField(dataclasses.replace(field_config, num_images=4), backend=backend, precision=precision)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, generator=g)
     dirs = torch.nn.functional.normalize(torch.randn(batch, 3, generator=g), dim=-1)
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--eval-pixels", type=int, default=16384, help="held-out pixels scored (0: all)")
     parser.add_argument("--targets", default="20,22,25", help="comma-separated PSNR targets in dB")
     parser.add_argument("--backend", default="auto", help="field backend: auto, torch, compiled, fused, tcnn")
+    parser.add_argument("--precision", default="auto", help="MLP precision: auto, fp32, bf16 (fused only)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     parser.add_argument("--skip", choices=("none", "time-to-psnr", "comparison"), default="none")
     args = parser.parse_args()
@@ -255,7 +257,7 @@ def main() -> None:
     base = train_config(args, args.log2_size).field
     for log2_size in (args.log2_size, args.log2_size + 2):
         field = dataclasses.replace(base, grid=dataclasses.replace(base.grid, log2_hashmap_size=log2_size))
-        seconds = warm_up(field, args.backend, 32 * args.rays)
+        seconds = warm_up(field, args.backend, args.precision, 32 * args.rays)
         print(f"warm-up (compile) for 2^{log2_size}: {seconds:.0f} s", flush=True)
     parts = []
     if args.skip != "time-to-psnr":
@@ -272,7 +274,8 @@ def main() -> None:
         parts.append(lambda: print_comparison(rows2, args.budget))
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
-        f"\n{args.scene} scene, {args.rays} rays/step, field backend {args.backend}, "
+        f"\n{args.scene} scene, {args.rays} rays/step, field backend {args.backend}, MLP precision "
+        f"{args.precision}, "
         f"torch threads {torch.get_num_threads()}; {time.perf_counter() - start:.0f} s in all; "
         f"load average at the end {load}"
     )

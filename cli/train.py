@@ -45,6 +45,13 @@ def train_cmd(
         help="Hash-grid backend: auto (fused on CPU, tcnn on CUDA), torch (reference), compiled "
         "(torch.compile), fused (C++ kernel, the fast CPU path; built on first use, ~1 min), tcnn (CUDA).",
     ),
+    precision: str = typer.Option(
+        TrainConfig.precision,
+        "--precision",
+        help="Precision of the field's MLPs: auto (bf16 with the fused backend on CPUs with bfloat16 "
+        "instructions, AVX512-BF16 or AMX; else fp32), fp32, bf16 (fused only). The hash tables and "
+        "the optimiser stay float32.",
+    ),
     device: str = typer.Option(TrainConfig.device, "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from each block's last checkpoint."
@@ -85,6 +92,7 @@ def train_cmd(
         steps=steps,
         rays_per_batch=rays,
         backend=backend,
+        precision=precision,
         device=device,
         seed=seed,
         lr=lr,

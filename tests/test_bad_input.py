@@ -65,6 +65,12 @@ def _truncate_images_txt(root: Path) -> Path:
 CASES = {
     "unknown backend": (["train", "{run}", "--backend", "nope"], None, ["backend 'nope'", "unknown"]),
     "unavailable backend": (["train", "{run}", "--backend", "tcnn"], None, ["backend 'tcnn'", "tinycudann"]),
+    "unknown precision": (["train", "{run}", "--precision", "fp16"], None, ["precision 'fp16'", "unknown"]),
+    "bf16 on the reference": (
+        ["train", "{run}", "--backend", "torch", "--precision", "bf16"],
+        None,
+        ["precision 'bf16'", "fused backend only"],
+    ),
     "malformed done.json": (["train", "{run}"], _break_done, ["done.json", "unreadable", "--force"]),
 }
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from birdnerf.block.checkpoint import block_dir, load_tensors
+from birdnerf.block.checkpoint import block_dir, load_tensors, read_config
 from birdnerf.field import (
     BlockField,
     FieldConfig,
@@ -205,29 +205,62 @@ def test_lazy_adam_rows_fall_back_to_the_twin(monkeypatch):
     assert lazy_adam_rows(param, grad, exp_avg, exp_avg_sq, 0.1, 0.9, 0.99, 1e-15, 0.5) == len(hit)
 
 
+# Tolerances of the fused field against the float32 reference: float32 rounding, or bfloat16's
+# 8-bit mantissa in the MLPs (outputs within ~1e-3, gradients within a few % of their norm).
+TOLERANCE = {
+    "fp32": {"out": {"rtol": 1e-5, "atol": 1e-6}, "sigma": {"rtol": 1e-5, "atol": 1e-6}, "grad": 1e-4},
+    "bf16": {"out": {"rtol": 0.0, "atol": 5e-3}, "sigma": {"rtol": 5e-2, "atol": 1e-3}, "grad": 5e-2},
+}
+
+
+def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    value, reference = value.detach(), reference.detach()
+    return float((value - reference).norm() / reference.norm().clamp_min(1e-12))
+
+
 @pytest.mark.slow  # compiles the MLP heads with Inductor: ~20-40 s cold on 2 cores
-def test_fused_field_matches_torch_field_and_shares_its_state(kernel):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_field_matches_torch_field_and_shares_its_state(kernel, precision):
     torch.manual_seed(0)
     reference = BlockField(FIELD, backend="torch")
     with torch.no_grad():
         reference.encoding.table.normal_(0.0, 0.5)
-    fused = BlockField(FIELD, backend="fused")
-    assert fused.backend == "fused"
+    fused = BlockField(FIELD, backend="fused", precision=precision)
+    assert (fused.backend, fused.precision) == ("fused", precision)
     fused.load_state_dict(reference.state_dict())
+    tol = TOLERANCE[precision]
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1500, 3, generator=g)
     x[:5] = x[:5] * 3.0 - 1.0
     dirs = F.normalize(torch.randn(1500, 3, generator=g), dim=-1)
     ids = torch.randint(0, 6, (1500,), generator=g)
     outs = [field(x, dirs, ids) for field in (reference, fused)]
-    for a, b in zip(*outs, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert all(t.dtype == torch.float32 for t in outs[1])
+    torch.testing.assert_close(outs[1][0], outs[0][0], **tol["out"])
+    torch.testing.assert_close(outs[1][1], outs[0][1], **tol["sigma"])
+    if precision == "bf16":  # the products really ran in bfloat16: more than float32 rounding apart
+        assert _relative_error(outs[1][0], outs[0][0]) > 1e-5
     for rgb, sigma in outs:
         (F.mse_loss(rgb, torch.full_like(rgb, 0.3)) + 1e-2 * sigma.mean()).backward()
     for (name, p_ref), p_fused in zip(reference.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(p_fused.grad, p_ref.grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert p_fused.grad.dtype == torch.float32
+        assert _relative_error(p_fused.grad, p_ref.grad) < tol["grad"], name
     with torch.no_grad():
-        torch.testing.assert_close(fused.density(x), reference.density(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused.density(x), reference.density(x), **tol["sigma"])
+
+
+def test_precision_is_resolved_per_backend(kernel, monkeypatch):
+    from birdnerf.field import backends
+
+    for native in (True, False):
+        monkeypatch.setattr(backends, "bf16_native", lambda native=native: native)
+        assert backends.resolve_precision("auto", "fused") == ("bf16" if native else "fp32")
+        assert backends.resolve_precision("auto", "torch") == "fp32"
+    assert BlockField(FIELD, backend="torch").precision == "fp32"
+    with pytest.raises(ValueError, match="fused backend only"):
+        BlockField(FIELD, backend="torch", precision="bf16")
+    with pytest.raises(ValueError, match="unknown MLP precision"):
+        backends.resolve_precision("fp16", "fused")
 
 
 def test_auto_picks_fused_on_cpu(kernel, caplog):
@@ -275,12 +308,19 @@ def test_a_checkpoint_of_one_backend_resumes_on_the_other(kernel, mini_dataset, 
     scene, block = load_scene(partition), partition.blocks[0]
     torch_config = dataclasses.replace(config, backend="torch")
     assert train_block(tmp_path / "out", scene, block, torch_config, stop_after=6)["step"] == 6
-    result = train_block(tmp_path / "out", scene, block, dataclasses.replace(config, backend="fused"))
+    fused_config = dataclasses.replace(config, backend="fused", precision="fp32")
+    result = train_block(tmp_path / "out", scene, block, fused_config)
     assert result["finished"] and result["step"] == 12
+    record = read_config(block_dir(tmp_path / "out", block.id))
+    assert (record["backend"], record["precision"]) == ("fused", "fp32")
+    assert [r["changed"] for r in record["resumed"]] == [
+        {"backend": ["torch", "fused"], "precision": ["auto", "fp32"]}
+    ]
     weights = load_tensors(block_dir(tmp_path / "out", block.id) / "model.pt")["model"]
     fields = []
     for backend in ("torch", "fused"):
-        field = BlockField(dataclasses.replace(config.field, num_images=len(block.images)), backend=backend)
+        field_config = dataclasses.replace(config.field, num_images=len(block.images))
+        field = BlockField(field_config, backend=backend, precision="fp32")
         field.load_state_dict({k[len("field.") :]: v for k, v in weights.items() if k.startswith("field.")})
         fields.append(field)
     x = torch.rand(500, 3, generator=torch.Generator().manual_seed(0))

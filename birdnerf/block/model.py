@@ -109,13 +109,14 @@ class BlockModel(nn.Module):
         render: RenderConfig,
         backend: str = "auto",
         device: str | torch.device = "cpu",
+        precision: str = "auto",
     ):
         super().__init__()
         device = torch.device(device)
         self.render_config = render
         self.register_buffer("box", torch.tensor(box, dtype=torch.float32))
         field_config = dataclasses.replace(field_config, num_images=num_images)
-        self.field = BlockField(field_config, backend=backend, device=device)
+        self.field = BlockField(field_config, backend=backend, device=device, precision=precision)
         size = [box[3] - box[0], box[4] - box[1], box[5] - box[2]]
         cell = max(size) / render.occupancy_resolution
         res = [max(8, min(render.occupancy_resolution, math.ceil(s / cell))) for s in size[:2]]
@@ -137,6 +138,11 @@ class BlockModel(nn.Module):
     @property
     def backend(self) -> str:
         return self.field.backend
+
+    @property
+    def precision(self) -> str:
+        """The field's MLP precision: ``fp32`` or ``bf16``."""
+        return self.field.precision
 
     @property
     def layout(self) -> str:
@@ -192,7 +198,7 @@ class BlockModel(nn.Module):
 
     @classmethod
     def from_config_dict(
-        cls, data: dict, backend: str = "auto", device: str | torch.device = "cpu"
+        cls, data: dict, backend: str = "auto", device: str | torch.device = "cpu", precision: str = "auto"
     ) -> BlockModel:
         return cls(
             data["box"],
@@ -201,6 +207,7 @@ class BlockModel(nn.Module):
             RenderConfig(**data["render"]),
             backend=backend,
             device=device,
+            precision=precision,
         )
 
     def render(
@@ -314,7 +321,11 @@ class BlockModel(nn.Module):
 
 
 def load_trained_model(
-    folder: Path, device: str | torch.device = "cpu", backend: str = "auto", weights: str = "model.pt"
+    folder: Path,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+    weights: str = "model.pt",
+    precision: str = "auto",
 ) -> BlockModel:
     """A block's saved model from ``folder`` (``config.json`` + ``weights``) on ``device``.
 
@@ -331,7 +342,7 @@ def load_trained_model(
         chosen = backend_for_layout(layout, device, backend)
     except BirdnerfError as err:
         raise BirdnerfError(err.message, folder / "config.json") from None
-    make = functools.partial(BlockModel.from_config_dict, backend=chosen, device=device)
+    make = functools.partial(BlockModel.from_config_dict, backend=chosen, device=device, precision=precision)
     model = formats.build(make, config.get("model"), folder / "config.json", "model record")
     state = ckpt.load_tensors(folder / weights)["model"]
     try:

@@ -19,19 +19,21 @@ def load_block_model(
     device: torch.device | str = "cpu",
     revision: int = 1,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> BlockModel:
     """The finished model of one block (``config.json`` + ``model.pt``, tensors only), on the field
-    ``backend`` (see :func:`birdnerf.block.model.load_trained_model`)."""
+    ``backend`` with MLPs in ``precision`` (see :func:`birdnerf.block.model.load_trained_model`)."""
     folder = ckpt.block_dir(run_dir, block_id, revision)
     if not (folder / "done.json").exists():
         raise BirdnerfError(f"block {block_id} is not trained yet (run `birdnerf train`)", folder)
-    return load_trained_model(folder, device, backend)
+    return load_trained_model(folder, device, backend, precision=precision)
 
 
 class BlockCache:
     """Keeps at most ``capacity`` block models in memory; ``loads`` counts every load from disk.
 
-    ``backend`` is the field backend the models load with (``auto``: the fastest that reads them).
+    ``backend`` is the field backend the models load with (``auto``: the fastest that reads them),
+    ``precision`` their MLPs' (``auto``, ``fp32``, ``bf16``).
     """
 
     def __init__(
@@ -40,11 +42,13 @@ class BlockCache:
         capacity: int = 8,
         device: torch.device | str = "cpu",
         backend: str = "auto",
+        precision: str = "auto",
     ):
         self.run_dir = Path(run_dir)
         self.capacity = max(1, capacity)
         self.device = device
         self.backend = backend
+        self.precision = precision
         self.loads: list[str] = []
         self._models: OrderedDict[str, BlockModel] = OrderedDict()
 
@@ -55,7 +59,7 @@ class BlockCache:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        model = load_block_model(self.run_dir, block_id, self.device, revision, self.backend)
+        model = load_block_model(self.run_dir, block_id, self.device, revision, self.backend, self.precision)
         self.loads.append(block_id)
         self._models[key] = model
         if len(self._models) > self.capacity:

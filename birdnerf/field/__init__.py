@@ -10,7 +10,14 @@ Typical use::
     sigma = field.density(x_unit)  # for occupancy-grid updates, under torch.no_grad()
 """
 
-from birdnerf.field.backends import BACKENDS, resolve_backend, tcnn_available
+from birdnerf.field.backends import (
+    BACKENDS,
+    PRECISIONS,
+    bf16_native,
+    resolve_backend,
+    resolve_precision,
+    tcnn_available,
+)
 from birdnerf.field.compile import compile_available
 from birdnerf.field.field import BlockField, FieldConfig, make_encoding, trunc_exp
 from birdnerf.field.fused import fused_available
@@ -28,6 +35,7 @@ from birdnerf.field.tcnn_backend import TcnnHashGrid
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "BlockField",
     "FieldConfig",
     "GridLevel",
@@ -40,8 +48,10 @@ __all__ = [
     "encode_reference",
     "grid_levels",
     "hash_coords",
+    "bf16_native",
     "make_encoding",
     "resolve_backend",
+    "resolve_precision",
     "sh_dim",
     "spherical_harmonics",
     "tcnn_available",

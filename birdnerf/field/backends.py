@@ -7,6 +7,10 @@ Backends (all read a hash table of the same shape, except ``tcnn`` whose layout 
 - ``fused``: the same parameters through a C++/OpenMP kernel (:mod:`birdnerf.field.fused`), built
   on first use; the fast CPU path. Where it cannot be built, ``compiled`` runs instead.
 - ``tcnn``: tiny-cuda-nn's fused CUDA hash grid; CUDA only, half precision inside.
+
+Precision of the MLP heads (:func:`resolve_precision`): ``fp32``, or ``bf16`` on the ``fused``
+backend (bfloat16 inputs and weights, float32 accumulation; the hash table, the optimiser's state
+and every output stay float32), which ``auto`` picks where the CPU multiplies bfloat16 natively.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from birdnerf.field.compile import compile_available
 logger = logging.getLogger("birdnerf.field")
 
 BACKENDS = ("torch", "compiled", "fused", "tcnn")
+PRECISIONS = ("fp32", "bf16")
 
 
 def tcnn_available() -> bool:
@@ -83,3 +88,31 @@ def resolve_backend(name: str = "auto", device: str | torch.device | None = None
     else:
         device_type = torch.device(device).type
     return _resolve(name, device_type)
+
+
+@functools.cache
+def bf16_native() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16), so that
+    bfloat16 matrix products run at about 3x float32 instead of being emulated (Linux only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, backend: str) -> str:
+    """The MLP heads' precision on a resolved ``backend``: ``fp32`` or ``bf16``.
+
+    ``auto`` -> ``bf16`` on the ``fused`` backend where :func:`bf16_native`, else ``fp32``.
+    ``bf16`` is refused on other backends (the reference stays float32; tcnn has its own half
+    precision). Raises ValueError for an unknown name.
+    """
+    if name not in ("auto", *PRECISIONS):
+        raise ValueError(f"unknown MLP precision {name!r}; choose one of auto, {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if backend == "fused" and bf16_native() else "fp32"
+    if name == "bf16" and backend != "fused":
+        raise ValueError(f"bf16 MLPs run on the fused backend only, not on {backend}")
+    return name

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from birdnerf.field.backends import resolve_backend, tcnn_available
+from birdnerf.field.backends import resolve_backend, resolve_precision, tcnn_available
 from birdnerf.field.compile import LazyCompile
 from birdnerf.field.hashgrid import HashGrid, HashGridConfig, encode_fast
 from birdnerf.field.sh import sh_dim, spherical_harmonics
@@ -91,14 +91,21 @@ def trunc_exp(h: Tensor, bound: float = 15.0) -> Tensor:
     return _TruncExp.apply(h, bound)
 
 
-def _mlp(h: Tensor, weights: Sequence[Tensor]) -> Tensor:
-    """Linear layers (w0, b0, w1, b1, ...) with ReLU between them and none after the last."""
+def _mlp(h: Tensor, weights: Sequence[Tensor], half: bool = False) -> Tensor:
+    """Linear layers (w0, b0, w1, b1, ...) with ReLU between them and none after the last.
+
+    ``half``: inputs, weights and activations in bfloat16 (products accumulate in float32), the
+    output back in ``h``'s dtype; gradients reach the float32 weights through the casts.
+    """
+    out_dtype = h.dtype
+    if half:
+        h, weights = h.to(torch.bfloat16), [w.to(torch.bfloat16) for w in weights]
     n_layers = len(weights) // 2
     for i in range(n_layers):
         h = F.linear(h, weights[2 * i], weights[2 * i + 1])
         if i < n_layers - 1:
             h = F.relu(h)
-    return h
+    return h.to(out_dtype)
 
 
 def _inside_unit_cube(x: Tensor) -> Tensor:
@@ -106,21 +113,26 @@ def _inside_unit_cube(x: Tensor) -> Tensor:
 
 
 def _density_head(
-    features: Tensor, x: Tensor, density_w: Sequence[Tensor], bound: float
+    features: Tensor, x: Tensor, density_w: Sequence[Tensor], bound: float, half: bool = False
 ) -> tuple[Tensor, Tensor]:
     """(sigma (N,), geo features (N, G)) from grid features; sigma is 0 outside the unit cube."""
-    h = _mlp(features, density_w)
+    h = _mlp(features, density_w, half)
     sigma = torch.where(_inside_unit_cube(x), trunc_exp(h[:, 0], bound), 0.0)
     return sigma, h[:, 1:]
 
 
 def _color_head(
-    geo: Tensor, dirs: Tensor, app: Tensor | None, color_w: Sequence[Tensor], sh_degree: int
+    geo: Tensor,
+    dirs: Tensor,
+    app: Tensor | None,
+    color_w: Sequence[Tensor],
+    sh_degree: int,
+    half: bool = False,
 ) -> Tensor:
     parts = [geo, spherical_harmonics(F.normalize(dirs, dim=-1), sh_degree)]
     if app is not None:
         parts.append(app)
-    return torch.sigmoid(_mlp(torch.cat(parts, dim=-1), color_w))
+    return torch.sigmoid(_mlp(torch.cat(parts, dim=-1), color_w, half))
 
 
 def _fast_forward(x, dirs, app, table, scale, mul, dense, offset, mask, density_w, color_w, sh_degree, bound):
@@ -132,13 +144,13 @@ def _fast_density(x, table, scale, mul, dense, offset, mask, density_w, bound):
     return _density_head(encode_fast(x, table, scale, mul, dense, offset, mask), x, density_w, bound)[0]
 
 
-def _heads(features, x, dirs, app, density_w, color_w, sh_degree, bound):
-    sigma, geo = _density_head(features, x, density_w, bound)
-    return _color_head(geo, dirs, app, color_w, sh_degree), sigma
+def _heads(features, x, dirs, app, density_w, color_w, sh_degree, bound, half):
+    sigma, geo = _density_head(features, x, density_w, bound, half)
+    return _color_head(geo, dirs, app, color_w, sh_degree, half), sigma
 
 
-def _density_only(features, x, density_w, bound):
-    return _density_head(features, x, density_w, bound)[0]
+def _density_only(features, x, density_w, bound, half):
+    return _density_head(features, x, density_w, bound, half)[0]
 
 
 _compiled_forward = LazyCompile(_fast_forward, name="field forward")
@@ -174,19 +186,29 @@ class BlockField(nn.Module):
         device: where to build the parameters. None -> CUDA when ``auto``/``tcnn`` can use
             tinycudann there, else CPU (where ``auto`` picks ``fused``). Pass ``"cuda"`` for
             the ``torch`` backend on a GPU without tinycudann.
+        precision: the MLP heads' precision, ``auto``, ``fp32`` or ``bf16`` (see
+            :func:`~birdnerf.field.backends.resolve_precision`; ``auto`` is ``bf16`` on the fused
+            backend where the CPU computes bfloat16 natively).
 
     Inputs are float32; ``x_unit`` (N, 3) positions in the block box normalised to [0, 1]^3,
     ``dirs`` (N, 3) view directions (normalised inside), ``image_ids`` (N,) int64 in
     [0, num_images). Parameters and ``state_dict`` keys are identical for ``torch``,
-    ``compiled`` and ``fused``; the backend is not part of the state.
+    ``compiled`` and ``fused``; neither the backend nor the precision is part of the state.
     """
 
-    def __init__(self, config: FieldConfig, backend: str = "auto", device: str | torch.device | None = None):
+    def __init__(
+        self,
+        config: FieldConfig,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+    ):
         super().__init__()
         self.config = config
         if device is None and backend in ("auto", "tcnn") and tcnn_available():
             device = torch.device("cuda")
         self.backend = resolve_backend(backend, "cpu" if device is None else device)
+        self.precision = resolve_precision(precision, self.backend)
         self.encoding = make_encoding(config.grid, self.backend)
         hidden = config.hidden_dim
         self.density_mlp = _linear_stack(
@@ -228,7 +250,8 @@ class BlockField(nn.Module):
             grid_args = self.encoding.fast_args()
             return _compiled_density((x,), (*grid_args, _weights(self.density_mlp), bound))[0]
         if self.backend == "fused":
-            return _compiled_density_head((self.encoding(x), x), (_weights(self.density_mlp), bound))[0]
+            rest = (_weights(self.density_mlp), bound, self.precision == "bf16")
+            return _compiled_density_head((self.encoding(x), x), rest)[0]
         return _density_head(self.encoding(x), x, _weights(self.density_mlp), bound)[0]
 
     def color_features(self, x_unit: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
@@ -292,6 +315,7 @@ class BlockField(nn.Module):
                 (self.encoding(x), x, dirs) if app is None else (self.encoding(x), x, dirs, app.contiguous())
             )
             rest = (None,) if app is None else ()
-            return _compiled_heads(batched, (*rest, density_w, color_w, sh_degree, bound))
+            half = self.precision == "bf16"
+            return _compiled_heads(batched, (*rest, density_w, color_w, sh_degree, bound, half))
         sigma, geo = _density_head(self.encoding(x), x, density_w, bound)
         return _color_head(geo, dirs, app, color_w, sh_degree), sigma

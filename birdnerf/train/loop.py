@@ -64,6 +64,9 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     backend: str = "auto"
+    precision: str = "auto"
+    """Precision of the field's MLPs: ``auto`` (bf16 on the fused backend where the CPU computes
+    bfloat16 natively, else fp32), ``fp32`` or ``bf16`` (fused backend only)."""
     device: str = "auto"
     """Torch device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     pixel_budget_mb: int = 256
@@ -124,7 +127,13 @@ def build_model(
     block: Block, config: TrainConfig, num_images: int, device: torch.device | str = "cpu"
 ) -> BlockModel:
     return BlockModel(
-        block.box, config.field, num_images, config.render, backend=config.backend, device=device
+        block.box,
+        config.field,
+        num_images,
+        config.render,
+        backend=config.backend,
+        device=device,
+        precision=config.precision,
     )
 
 

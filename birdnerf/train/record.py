@@ -54,7 +54,16 @@ def _architecture(config: dict) -> dict:
     return config
 
 
-RESUMABLE = ("steps", "max_seconds", "checkpoint_every", "log_every", "backend", "device", "pixel_budget_mb")
+RESUMABLE = (
+    "steps",
+    "max_seconds",
+    "checkpoint_every",
+    "log_every",
+    "backend",
+    "precision",
+    "device",
+    "pixel_budget_mb",
+)
 """Training settings a resume may change (each change is recorded in ``config.json``'s
 ``resumed``); any other change would train the rest of the block differently from its start."""
 
@@ -116,6 +125,7 @@ def config_record(model: BlockModel, config: TrainConfig, block: Block, rays: Bl
         "block": block.id,
         "backend": model.backend,
         "layout": model.layout,
+        "precision": model.precision,
         "device": str(model.device),
         "model": model.config_dict(),
         "train": config.to_dict(),

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from birdnerf.block import checkpoint as ckpt
+from birdnerf.device import resolve_device
 from birdnerf.errors import BirdnerfError
-from birdnerf.field.backends import resolve_backend
+from birdnerf.field.backends import resolve_backend, resolve_precision
 from birdnerf.partition import load_scene, read_partition
 from birdnerf.runlayout import RunLayout
 from birdnerf.runlock import locks_run
@@ -70,12 +71,17 @@ def _check_done(path: Path) -> None:
         raise BirdnerfError("not a finished block's record; retrain the block with --force", path)
 
 
-def check_backend(name: str) -> None:
-    """Refuse an unknown field backend, or one this machine cannot run, with the reason."""
+def check_backend(name: str, precision: str = "auto", device: str = "auto") -> None:
+    """Refuse an unknown field backend or MLP precision, or one this machine cannot run, with the
+    reason."""
     try:
-        resolve_backend(name)
+        backend = resolve_backend(name, resolve_device(device))
     except (ValueError, RuntimeError) as err:
         raise BirdnerfError(f"backend {name!r}: {err}") from None
+    try:
+        resolve_precision(precision, backend)
+    except ValueError as err:
+        raise BirdnerfError(f"precision {precision!r}: {err}") from None
 
 
 def _train_one(
@@ -147,7 +153,7 @@ def train_run(
     block's CPU request, ``jobs`` is unused), and a block that keeps failing is returned as
     ``{"finished": False, "error": ...}`` while the others finish.
     """
-    check_backend(config.backend)
+    check_backend(config.backend, config.precision, config.device)
     run_dir = Path(run_dir)
     manifest = Path(manifest) if manifest else RunLayout(run_dir).manifest
     init_from = {k: str(v) for k, v in (init_from or {}).items()}
