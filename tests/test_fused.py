@@ -271,7 +271,7 @@ def test_auto_picks_fused_on_cpu(kernel, caplog):
 
 
 def test_fallback_when_the_kernel_cannot_build(monkeypatch, caplog):
-    def fail():
+    def fail(native: bool = True):
         raise RuntimeError("Error building extension\nhashgrid.cpp:1: error: no compiler here")
 
     monkeypatch.setattr(fused_module, "_build", fail)
@@ -289,6 +289,46 @@ def test_fallback_when_the_kernel_cannot_build(monkeypatch, caplog):
     finally:
         fused_module.fused_kernel.cache_clear()
         _resolve.cache_clear()
+
+
+def test_a_compiler_without_native_flags_builds_the_portable_kernel(monkeypatch, caplog):
+    built = []
+
+    def build(native: bool = True):
+        built.append(native)
+        if native:
+            raise RuntimeError("c++: error: unrecognized command-line option '-march=native'")
+        return "portable kernel"
+
+    monkeypatch.setattr(fused_module, "_build", build)
+    fused_module.fused_kernel.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="birdnerf"):
+            assert fused_module.fused_kernel() == "portable kernel"
+        assert built == [True, False]
+        assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    finally:
+        fused_module.fused_kernel.cache_clear()
+
+
+def test_the_native_build_is_keyed_on_the_cpu(monkeypatch, tmp_path):
+    names = []
+
+    def load(name: str, **kwargs):
+        names.append((name, tuple(kwargs["extra_cflags"])))
+        return name
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for cpu in ("cpu A", "cpu B"):
+        monkeypatch.setattr(fused_module, "_cpu_signature", lambda cpu=cpu: cpu)
+        fused_module._build(native=True)
+        fused_module._build(native=False)
+    (a_native, a_flags), (a_portable, _), (b_native, _), (b_portable, _) = names
+    assert "-march=native" in a_flags
+    assert a_native != b_native and a_portable == b_portable and a_native != a_portable
 
 
 @pytest.mark.slow  # two short block trainings on the mini survey (~10-20 s)

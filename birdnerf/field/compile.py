@@ -61,9 +61,11 @@ class LazyCompile:
     """``fn`` compiled by ``torch.compile`` at its first call, with batch padding and eager fallback.
 
     Call as ``lazy(batched, rest)``: ``batched`` is a tuple of tensors sharing the leading batch size
-    N, ``rest`` the other arguments (parameters, constants). The batch is zero-padded to a multiple
-    of :data:`PAD_MULTIPLE` and marked dynamic, so one compiled graph serves every batch size (per
-    grad mode); outputs are tensors with the padded batch first and come back cut to N, as a tuple.
+    N, ``rest`` the other arguments (parameters, constants). Every call's batch is a multiple of
+    :data:`PAD_MULTIPLE`, marked dynamic, so one compiled graph serves every batch size (per grad
+    mode): the largest multiple of it runs on views of the inputs (no copy), the ragged tail in a
+    second call zero-padded to one multiple; outputs are tensors with the batch first and come back
+    cut to N, as a tuple.
     If compilation fails (e.g. no C++ compiler) ``fn`` runs eagerly from then on; the first such
     failure in the process logs one warning. Compiled code depends only on shapes and dtypes, so
     fields of one config share it.
@@ -92,6 +94,17 @@ class LazyCompile:
     def __call__(self, batched: tuple[Tensor, ...], rest: tuple = ()) -> tuple[Tensor, ...]:
         n = batched[0].shape[0]
         if self.failed or n == 0:
+            return self._as_tuple(self.fn(*batched, *rest), n)
+        body = n - n % PAD_MULTIPLE
+        if 0 < body < n:  # the body's rows as views, only the ragged tail copied and padded
+            head = self._call_padded(tuple(t[:body] for t in batched), rest)
+            tail = self._call_padded(tuple(t[body:] for t in batched), rest)
+            return tuple(torch.cat(pair) for pair in zip(head, tail, strict=True))
+        return self._call_padded(batched, rest)
+
+    def _call_padded(self, batched: tuple[Tensor, ...], rest: tuple) -> tuple[Tensor, ...]:
+        n = batched[0].shape[0]
+        if self.failed:
             return self._as_tuple(self.fn(*batched, *rest), n)
         if self._compiled is None:
             try:

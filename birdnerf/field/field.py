@@ -130,8 +130,8 @@ def _color_head(
     half: bool = False,
 ) -> Tensor:
     parts = [geo, spherical_harmonics(F.normalize(dirs, dim=-1), sh_degree)]
-    if app is not None:
-        parts.append(app)
+    if app is not None:  # (N, A), or (1, A): one code for every sample
+        parts.append(app.expand(geo.shape[0], -1))
     return torch.sigmoid(_mlp(torch.cat(parts, dim=-1), color_w, half))
 
 
@@ -311,10 +311,11 @@ class BlockField(nn.Module):
             grid_args = self.encoding.fast_args()
             return _compiled_forward(batched, (*rest, *grid_args, density_w, color_w, sh_degree, bound))
         if self.backend == "fused":
-            batched = (
-                (self.encoding(x), x, dirs) if app is None else (self.encoding(x), x, dirs, app.contiguous())
-            )
-            rest = (None,) if app is None else ()
+            batched = (self.encoding(x), x, dirs)
+            if app is None or app.stride(0) == 0:  # no code, or one code for all: not copied per sample
+                rest = (None if app is None else app[:1],)
+            else:
+                batched, rest = (*batched, app.contiguous()), ()
             half = self.precision == "bf16"
             return _compiled_heads(batched, (*rest, density_w, color_w, sh_degree, bound, half))
         sigma, geo = _density_head(self.encoding(x), x, density_w, bound)
