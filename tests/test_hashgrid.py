@@ -172,6 +172,33 @@ def test_lazy_compile_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
     assert len(warnings) == 1 and lazy.failed and other.failed
 
 
+def _scaled(x: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.relu(x * k - 1.0)
+
+
+@pytest.mark.skipif(not compile_available(), reason="torch.compile cannot build CPU kernels here")
+def test_lazy_compile_splits_ragged_batches_and_survives_its_recompile_limit(monkeypatch, caplog):
+    """A batch of 2,500 rows runs as 2,048 rows of views plus a padded tail, with the eager values
+    and gradients; a graph past the recompile limit (each constant ``k`` is one) runs eagerly."""
+    from birdnerf.field import compile as compile_module
+
+    monkeypatch.setattr(compile_module, "RECOMPILE_LIMIT", 2)
+    monkeypatch.setattr(LazyCompile, "_warned", False)
+    lazy = LazyCompile(_scaled, name="toy")
+    x = torch.linspace(-1.0, 2.0, 2500, requires_grad=True)
+    (out,) = lazy((x,), (3,))
+    out.sum().backward()
+    torch.testing.assert_close(out, _scaled(x, 3))
+    torch.testing.assert_close(x.grad, torch.where(x * 3 - 1.0 > 0, 3.0, 0.0))
+    assert not lazy.failed
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="birdnerf"):
+        results = [lazy((x,), (k,))[0] for k in (4, 5, 6)]
+    for k, result in zip((4, 5, 6), results, strict=True):
+        torch.testing.assert_close(result, _scaled(x.detach(), k))
+    assert lazy.failed
+    assert [r for r in caplog.records if "torch.compile failed" in r.getMessage()]
+
+
 def test_state_dict_is_shared_by_torch_and_compiled():
     ref, fast = HashGrid(SMALL, "torch"), HashGrid(SMALL, "compiled")
     assert list(ref.state_dict()) == list(fast.state_dict()) == ["table"]

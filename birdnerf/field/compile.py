@@ -20,11 +20,24 @@ PAD_MULTIPLE = 1024
 compiler (it specialises them) and vector loops have no ragged tail."""
 
 
+RECOMPILE_LIMIT = 64
+"""Graphs one compiled function may hold (torch's default is 8). Each field configuration, MLP
+precision, grad mode and kind of appearance input is a graph of its own, and a process that builds
+fields of many configurations (a notebook, the test suite) needs more than 8; a call past the
+limit runs eagerly (see :class:`LazyCompile`)."""
+
+
 def _compile_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the compiler could not build this", as opposed to bad inputs."""
     from torch._dynamo.exc import BackendCompilerFailed
 
     errors: list[type[BaseException]] = [BackendCompilerFailed]
+    try:
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+
+        errors.append(FailOnRecompileLimitHit)
+    except ImportError:  # older torch without this class
+        pass
     try:
         from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
 
@@ -65,10 +78,10 @@ class LazyCompile:
     :data:`PAD_MULTIPLE`, marked dynamic, so one compiled graph serves every batch size (per grad
     mode): the largest multiple of it runs on views of the inputs (no copy), the ragged tail in a
     second call zero-padded to one multiple; outputs are tensors with the batch first and come back
-    cut to N, as a tuple.
-    If compilation fails (e.g. no C++ compiler) ``fn`` runs eagerly from then on; the first such
-    failure in the process logs one warning. Compiled code depends only on shapes and dtypes, so
-    fields of one config share it.
+    cut to N, as a tuple. If compilation fails (e.g. no C++ compiler, or more than
+    :data:`RECOMPILE_LIMIT` graphs) ``fn`` runs eagerly from then on; the first such failure in the
+    process logs one warning. Compiled code depends only on shapes and dtypes, so fields of one
+    config share it.
     """
 
     _warned = False
@@ -116,7 +129,8 @@ class LazyCompile:
         for t in padded:
             torch._dynamo.mark_dynamic(t, 0)
         try:
-            out = self._compiled(*padded, *rest)
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                out = self._compiled(*padded, *rest)
         except _compile_errors() as err:
             return self._fall_back(err, batched, rest)
         return self._as_tuple(out, n)
