@@ -177,9 +177,9 @@ def _scaled(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @pytest.mark.skipif(not compile_available(), reason="torch.compile cannot build CPU kernels here")
-def test_lazy_compile_splits_ragged_batches_and_survives_its_recompile_limit(monkeypatch, caplog):
-    """A batch of 2,500 rows runs as 2,048 rows of views plus a padded tail, with the eager values
-    and gradients; a graph past the recompile limit (each constant ``k`` is one) runs eagerly."""
+def test_lazy_compile_pads_ragged_batches_and_survives_its_recompile_limit(monkeypatch, caplog):
+    """A ragged batch of 2,500 rows (padded to 3,072) gives the eager values and gradients; a graph
+    past the recompile limit (each dtype is one) runs eagerly."""
     from birdnerf.field import compile as compile_module
 
     monkeypatch.setattr(compile_module, "RECOMPILE_LIMIT", 2)
@@ -191,12 +191,38 @@ def test_lazy_compile_splits_ragged_batches_and_survives_its_recompile_limit(mon
     torch.testing.assert_close(out, _scaled(x, 3))
     torch.testing.assert_close(x.grad, torch.where(x * 3 - 1.0 > 0, 3.0, 0.0))
     assert not lazy.failed
+    dtypes = (torch.float64, torch.float16, torch.bfloat16)
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="birdnerf"):
-        results = [lazy((x,), (k,))[0] for k in (4, 5, 6)]
-    for k, result in zip((4, 5, 6), results, strict=True):
-        torch.testing.assert_close(result, _scaled(x.detach(), k))
+        results = [lazy((x.detach().to(dtype),), (3,))[0] for dtype in dtypes]
+    for dtype, result in zip(dtypes, results, strict=True):
+        torch.testing.assert_close(result, _scaled(x.detach().to(dtype), 3))
     assert lazy.failed
     assert [r for r in caplog.records if "torch.compile failed" in r.getMessage()]
+
+
+def test_bounded_lazy_compile_sees_only_a_few_batch_sizes(monkeypatch):
+    """Bounded calls reach the compiled code in chunks of at most CHUNK_ROWS rows padded to
+    multiples of CHUNK_PAD (oneDNN keeps memory for every shape), with the unchunked values."""
+    from birdnerf.field import compile as compile_module
+
+    seen = []
+
+    def recording_compile(fn, **kwargs):
+        def run(*args):
+            seen.append(args[0].shape[0])
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    lazy = LazyCompile(_scaled, name="toy")
+    allowed = set(range(compile_module.CHUNK_PAD, compile_module.CHUNK_ROWS + 1, compile_module.CHUNK_PAD))
+    for n in (1, 4097, 40_000, 3 * compile_module.CHUNK_ROWS):
+        x = torch.linspace(-1.0, 2.0, n)
+        (out,) = lazy((x,), (3,), bounded=True)
+        assert out.shape == (n,)
+        torch.testing.assert_close(out, _scaled(x, 3))
+    assert set(seen) <= allowed and len(set(seen)) <= len(allowed)
 
 
 def test_state_dict_is_shared_by_torch_and_compiled():

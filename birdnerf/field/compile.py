@@ -64,6 +64,15 @@ def compile_available() -> bool:
     return True
 
 
+CHUNK_ROWS = 1 << 14
+CHUNK_PAD = 1 << 12
+"""Bounded calls (``LazyCompile(..., bounded=True)``) see batches of 4,096, 8,192, 12,288 or
+16,384 rows only. oneDNN, which runs bfloat16 matrix products, keeps kernels and buffers for
+every matrix shape it has seen, about 7 MB per batch size for the MLP heads' inference and 14 MB
+with training's backward: with a batch size that changes on every call, as in rendering and
+training, memory grew by about 1.5 GB over 200 calls."""
+
+
 def _pad_rows(t: Tensor, n: int) -> Tensor:
     if t.shape[0] == n:
         return t
@@ -74,14 +83,15 @@ class LazyCompile:
     """``fn`` compiled by ``torch.compile`` at its first call, with batch padding and eager fallback.
 
     Call as ``lazy(batched, rest)``: ``batched`` is a tuple of tensors sharing the leading batch size
-    N, ``rest`` the other arguments (parameters, constants). Every call's batch is a multiple of
-    :data:`PAD_MULTIPLE`, marked dynamic, so one compiled graph serves every batch size (per grad
-    mode): the largest multiple of it runs on views of the inputs (no copy), the ragged tail in a
-    second call zero-padded to one multiple; outputs are tensors with the batch first and come back
-    cut to N, as a tuple. If compilation fails (e.g. no C++ compiler, or more than
-    :data:`RECOMPILE_LIMIT` graphs) ``fn`` runs eagerly from then on; the first such failure in the
-    process logs one warning. Compiled code depends only on shapes and dtypes, so fields of one
-    config share it.
+    N, ``rest`` the other arguments (parameters, constants). The batch is zero-padded to a multiple
+    of :data:`PAD_MULTIPLE` and marked dynamic, so one compiled graph serves every batch size (per
+    grad mode); outputs are tensors with the padded batch first and come back cut to N, as a tuple.
+    ``bounded=True`` runs the batch in chunks of :data:`CHUNK_ROWS` rows, each copied contiguous
+    and padded to a multiple of :data:`CHUNK_PAD`, so that only a few batch sizes ever reach the
+    compiled code (see :data:`CHUNK_ROWS`). If compilation fails (e.g. no C++ compiler, or more
+    than :data:`RECOMPILE_LIMIT` graphs) ``fn`` runs eagerly from then on; the first such failure
+    in the process logs one warning. Compiled code depends only on shapes and dtypes, so fields of
+    one config share it.
     """
 
     _warned = False
@@ -104,18 +114,24 @@ class LazyCompile:
         log("torch.compile failed for the %s; running it eagerly instead: %s", self.name, err)
         return self._as_tuple(self.fn(*batched, *rest), batched[0].shape[0])
 
-    def __call__(self, batched: tuple[Tensor, ...], rest: tuple = ()) -> tuple[Tensor, ...]:
+    def __call__(
+        self, batched: tuple[Tensor, ...], rest: tuple = (), bounded: bool = False
+    ) -> tuple[Tensor, ...]:
         n = batched[0].shape[0]
         if self.failed or n == 0:
             return self._as_tuple(self.fn(*batched, *rest), n)
-        body = n - n % PAD_MULTIPLE
-        if 0 < body < n:  # the body's rows as views, only the ragged tail copied and padded
-            head = self._call_padded(tuple(t[:body] for t in batched), rest)
-            tail = self._call_padded(tuple(t[body:] for t in batched), rest)
-            return tuple(torch.cat(pair) for pair in zip(head, tail, strict=True))
-        return self._call_padded(batched, rest)
+        if not bounded:
+            return self._call(batched, rest, PAD_MULTIPLE)
+        # split, not slices: its backward joins the chunks' gradients once, where every slice's
+        # would write a zero tensor of the whole batch.
+        pieces = [t.split(CHUNK_ROWS) for t in batched]
+        parts = [
+            self._call(tuple(t.contiguous() for t in chunk), rest, CHUNK_PAD)
+            for chunk in zip(*pieces, strict=True)
+        ]
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(outs) for outs in zip(*parts, strict=True))
 
-    def _call_padded(self, batched: tuple[Tensor, ...], rest: tuple) -> tuple[Tensor, ...]:
+    def _call(self, batched: tuple[Tensor, ...], rest: tuple, multiple: int) -> tuple[Tensor, ...]:
         n = batched[0].shape[0]
         if self.failed:
             return self._as_tuple(self.fn(*batched, *rest), n)
@@ -124,7 +140,7 @@ class LazyCompile:
                 self._compiled = torch.compile(self.fn, fullgraph=True)
             except RuntimeError as err:  # torch.compile unsupported on this Python / platform
                 return self._fall_back(err, batched, rest)
-        padded_n = -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+        padded_n = -(-n // multiple) * multiple
         padded = tuple(_pad_rows(t, padded_n) for t in batched)
         for t in padded:
             torch._dynamo.mark_dynamic(t, 0)

@@ -251,7 +251,7 @@ class BlockField(nn.Module):
             return _compiled_density((x,), (*grid_args, _weights(self.density_mlp), bound))[0]
         if self.backend == "fused":
             rest = (_weights(self.density_mlp), bound, self.precision == "bf16")
-            return _compiled_density_head((self.encoding(x), x), rest)[0]
+            return _compiled_density_head((self.encoding(x), x), rest, bounded=self.precision == "bf16")[0]
         return _density_head(self.encoding(x), x, _weights(self.density_mlp), bound)[0]
 
     def color_features(self, x_unit: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
@@ -312,11 +312,11 @@ class BlockField(nn.Module):
             return _compiled_forward(batched, (*rest, *grid_args, density_w, color_w, sh_degree, bound))
         if self.backend == "fused":
             batched = (self.encoding(x), x, dirs)
-            if app is None or app.stride(0) == 0:  # no code, or one code for all: not copied per sample
-                rest = (None if app is None else app[:1],)
+            if app is None or app.stride(0) == 0 or app.shape[0] == 1:  # one code (or none) for all
+                rest = (None if app is None else app[0].unsqueeze(0),)
             else:
                 batched, rest = (*batched, app.contiguous()), ()
             half = self.precision == "bf16"
-            return _compiled_heads(batched, (*rest, density_w, color_w, sh_degree, bound, half))
+            return _compiled_heads(batched, (*rest, density_w, color_w, sh_degree, bound, half), bounded=half)
         sigma, geo = _density_head(self.encoding(x), x, density_w, bound)
         return _color_head(geo, dirs, app, color_w, sh_degree), sigma
