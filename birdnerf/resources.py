@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import platform
 from pathlib import Path
 
 from birdnerf.errors import BirdnerfError, free_space
+
+
+@functools.cache
+def cpu_info() -> dict[str, str]:
+    """This CPU's model and instruction-set flags: the first ``model name``, ``flags`` (x86) or
+    ``Features``/``CPU part`` (Arm) of ``/proc/cpuinfo``; elsewhere ``platform``'s machine and
+    processor."""
+    wanted = ("model name", "flags", "Features", "CPU part")
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in wanted and key not in found:
+                    found[key] = value.strip()
+    except OSError:
+        pass
+    return found or {"machine": platform.machine(), "processor": platform.processor()}
 
 
 def available_memory() -> int | None:

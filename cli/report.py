@@ -11,6 +11,8 @@ from rich.table import Table
 from birdnerf.eval.metrics import MIN_MARGIN_DB
 from birdnerf.partition.manifest import Partition
 from birdnerf.progress import console
+from birdnerf.train.ray_pool import RayOptions
+from birdnerf.train.runner import failed_blocks
 
 
 def block_progress(bars, tasks: dict[str, int]):
@@ -216,9 +218,18 @@ def baseline_warnings(result: dict) -> list[str]:
     return lines
 
 
+def ray_options(ray: bool, address: str | None, retries: int, jobs: int) -> RayOptions | None:
+    """The Ray options of ``train``/``update`` (None: no Ray); ``--jobs`` is refused with Ray."""
+    if not (ray or address):
+        return None
+    if jobs != 1:
+        raise typer.BadParameter("--jobs is for the local process pool; with --ray, Ray places the blocks")
+    return RayOptions(address, retries)
+
+
 def exit_on_failed_blocks(results: dict[str, dict]) -> None:
     """One error line per block that failed (with Ray, the others finished), then exit 1."""
-    failed = {b: r["error"] for b, r in results.items() if r.get("error")}
+    failed = failed_blocks(results)
     for block_id, error in failed.items():
         console.print(
             f"[bold red]error:[/] block {block_id} failed: {error}", highlight=False, soft_wrap=True

@@ -11,9 +11,15 @@ from birdnerf.device import DEVICE_HELP
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
 from birdnerf.train import TrainConfig, train_run
-from birdnerf.train.ray_pool import ADDRESS_HELP, RAY_HELP, RETRIES_HELP, RayOptions
+from birdnerf.train.ray_pool import ADDRESS_HELP, RAY_HELP, RETRIES_HELP
 from birdnerf_cli.app import app, run
-from birdnerf_cli.report import block_progress, exit_on_failed_blocks, print_block_quality, train_plan_report
+from birdnerf_cli.report import (
+    block_progress,
+    exit_on_failed_blocks,
+    print_block_quality,
+    ray_options,
+    train_plan_report,
+)
 
 
 @app.command("train")
@@ -85,8 +91,7 @@ def train_cmd(
     ),
 ) -> None:
     """Train every block (or --block ones); finished blocks are skipped, interrupted ones resume."""
-    if (ray or ray_address) and jobs != 1:
-        raise typer.BadParameter("--jobs is for the local process pool; with --ray, Ray places the blocks")
+    ray_opts = ray_options(ray, ray_address, retries, jobs)
     config = dataclasses.replace(
         TrainConfig(),
         steps=steps,
@@ -116,7 +121,7 @@ def train_cmd(
             force=force,
             on_progress=on_progress,
             on_plan=on_plan,
-            ray=RayOptions(ray_address, retries) if ray or ray_address else None,
+            ray=ray_opts,
         )
     trained = [b for b, r in results.items() if r.get("finished")]
     print_block_quality(results)

@@ -8,10 +8,10 @@ import typer
 
 from birdnerf.progress import bars as progress_bars
 from birdnerf.progress import console
-from birdnerf.train.ray_pool import ADDRESS_HELP, RAY_HELP, RETRIES_HELP, RayOptions
+from birdnerf.train.ray_pool import ADDRESS_HELP, RAY_HELP, RETRIES_HELP
 from birdnerf.update import UpdateOptions, rollback, update_run
 from birdnerf_cli.app import app, run
-from birdnerf_cli.report import block_progress, update_plan_report
+from birdnerf_cli.report import block_progress, ray_options, update_plan_report
 
 
 @app.command("update")
@@ -78,8 +78,7 @@ def update_cmd(
         return
     if add is None:
         raise typer.BadParameter("give --add DATA (new photos) or --rollback VERSION")
-    if (ray or ray_address) and jobs != 1:
-        raise typer.BadParameter("--jobs is for the local process pool; with --ray, Ray places the blocks")
+    ray_opts = ray_options(ray, ray_address, retries, jobs)
     options = UpdateOptions(
         from_scratch=from_scratch, replace_older=replace_older, steps=steps, allow_new_area=allow_new_area
     )
@@ -96,7 +95,7 @@ def update_cmd(
             threads=threads,
             on_plan=on_plan,
             on_progress=on_progress,
-            ray=RayOptions(ray_address, retries) if ray or ray_address else None,
+            ray=ray_opts,
         )
     seconds = plan.partition.change.get("seconds", 0.0)
     console.print(

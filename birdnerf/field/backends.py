@@ -21,6 +21,7 @@ import logging
 import torch
 
 from birdnerf.field.compile import compile_available
+from birdnerf.resources import cpu_info
 
 logger = logging.getLogger("birdnerf.field")
 
@@ -94,11 +95,7 @@ def resolve_backend(name: str = "auto", device: str | torch.device | None = None
 def bf16_native() -> bool:
     """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16), so that
     bfloat16 matrix products run at about 3x float32 instead of being emulated (Linux only)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_info().get("flags", "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

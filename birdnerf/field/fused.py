@@ -20,13 +20,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import platform
 import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from birdnerf.resources import cpu_info
 
 logger = logging.getLogger("birdnerf.field")
 
@@ -37,19 +38,8 @@ NATIVE = ("-march=native",)
 
 
 def _cpu_signature() -> str:
-    """This CPU's model and instruction-set flags (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            wanted = {}
-            for line in f:
-                key = line.split(":", 1)[0].strip()
-                if key in ("model name", "flags", "Features", "CPU part") and key not in wanted:
-                    wanted[key] = line.strip()
-        if wanted:
-            return "\n".join(wanted[k] for k in sorted(wanted))
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.processor()}"
+    """This CPU's model and instruction-set flags, for the native build's cache key."""
+    return "\n".join(f"{k}: {v}" for k, v in sorted(cpu_info().items()))
 
 
 def _build(native: bool = True) -> ModuleType:

@@ -71,6 +71,11 @@ def _check_done(path: Path) -> None:
         raise BirdnerfError("not a finished block's record; retrain the block with --force", path)
 
 
+def failed_blocks(results: dict[str, dict]) -> dict[str, str]:
+    """Block id -> error of the blocks in :func:`train_run`'s results that failed (with Ray)."""
+    return {block_id: r["error"] for block_id, r in results.items() if r.get("error")}
+
+
 def check_backend(name: str, precision: str = "auto", device: str = "auto") -> None:
     """Refuse an unknown field backend or MLP precision, or one this machine cannot run, with the
     reason."""

@@ -25,7 +25,7 @@ from birdnerf.torch_globals import keep_torch_globals
 from birdnerf.train.budget import check_training_fits
 from birdnerf.train.loop import TrainConfig
 from birdnerf.train.ray_pool import RayOptions
-from birdnerf.train.runner import train_run
+from birdnerf.train.runner import failed_blocks, train_run
 from birdnerf.update import versions
 from birdnerf.update.plan import UpdatePlan, plan_update
 
@@ -230,7 +230,7 @@ def update_run(
             on_progress=on_progress,
             ray=ray,
         )
-        failed = {b: r["error"] for b, r in results.items() if r.get("error")}
+        failed = failed_blocks(results)
         if failed:
             first = next(iter(failed))
             raise BirdnerfError(
