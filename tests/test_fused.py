@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from birdnerf import kernels
 from birdnerf.block.checkpoint import block_dir, load_tensors, read_config
 from birdnerf.field import (
     BlockField,
@@ -271,10 +272,10 @@ def test_auto_picks_fused_on_cpu(kernel, caplog):
 
 
 def test_fallback_when_the_kernel_cannot_build(monkeypatch, caplog):
-    def fail(native: bool = True):
+    def fail(name, source, native: bool = True):
         raise RuntimeError("Error building extension\nhashgrid.cpp:1: error: no compiler here")
 
-    monkeypatch.setattr(fused_module, "_build", fail)
+    monkeypatch.setattr(kernels, "build", fail)
     fused_module.fused_kernel.cache_clear()
     _resolve.cache_clear()
     try:
@@ -294,13 +295,13 @@ def test_fallback_when_the_kernel_cannot_build(monkeypatch, caplog):
 def test_a_compiler_without_native_flags_builds_the_portable_kernel(monkeypatch, caplog):
     built = []
 
-    def build(native: bool = True):
+    def build(name, source, native: bool = True):
         built.append(native)
         if native:
             raise RuntimeError("c++: error: unrecognized command-line option '-march=native'")
         return "portable kernel"
 
-    monkeypatch.setattr(fused_module, "_build", build)
+    monkeypatch.setattr(kernels, "build", build)
     fused_module.fused_kernel.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="birdnerf"):
@@ -323,9 +324,9 @@ def test_the_native_build_is_keyed_on_the_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(cpp_extension, "load", load)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     for cpu in ("cpu A", "cpu B"):
-        monkeypatch.setattr(fused_module, "_cpu_signature", lambda cpu=cpu: cpu)
-        fused_module._build(native=True)
-        fused_module._build(native=False)
+        monkeypatch.setattr(kernels, "_cpu_signature", lambda cpu=cpu: cpu)
+        kernels.build("hashgrid", fused_module.SOURCE, native=True)
+        kernels.build("hashgrid", fused_module.SOURCE, native=False)
     (a_native, a_flags), (a_portable, _), (b_native, _), (b_portable, _) = names
     assert "-march=native" in a_flags
     assert a_native != b_native and a_portable == b_portable and a_native != a_portable
@@ -372,7 +373,7 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
     import os
     import time
 
-    from birdnerf.field.fused import STALE_LOCK_S, _remove_stale_lock
+    from birdnerf.kernels import STALE_LOCK_S, _remove_stale_lock
 
     lock = tmp_path / "lock"
     lock.touch()

@@ -69,7 +69,7 @@ def test_license_file_matches_the_declared_license():
 RANKS = {
     **dict.fromkeys(["errors", "runlayout"], 0),
     **dict.fromkeys(["atomic", "progress", "torch_globals", "device", "resources"], 1),
-    **dict.fromkeys(["runlock", "formats"], 2),
+    **dict.fromkeys(["runlock", "formats", "kernels"], 2),
     "scene": 3,
     "geo": 4,
     **dict.fromkeys(["synthetic", "ingest", "partition", "field", "render"], 5),

@@ -1,5 +1,6 @@
 """Rendering rays of one block at inference: no autograd, the block's own field backend (compiled
-on CPU), occupancy skipping, early ray termination, and marching that starts near a known surface.
+on CPU), occupancy skipping and marching in one C++ pass (:mod:`birdnerf.render.fast`), early ray
+termination, and marching that starts near a known surface.
 
 :meth:`birdnerf.block.model.BlockModel.render_eval` is the reference twin of :func:`render_block`
 with ``t_start`` None: same samples, same field calls.
@@ -11,7 +12,8 @@ import torch
 from torch import Tensor
 
 from birdnerf.block.model import BlockModel
-from birdnerf.render import ray_aabb, render_rays
+from birdnerf.render import ray_aabb
+from birdnerf.render.fast import render_rays_fast
 from birdnerf.render.volume import RenderOutput
 
 FIRST_HIT_OPACITY = 1e-3
@@ -31,7 +33,6 @@ def render_block(
     hit_opacity: float = FIRST_HIT_OPACITY,
     chunk: int = 1 << 13,
     samples_per_round: int = 64,
-    window_steps: int | None = None,
 ) -> RenderOutput:
     """Render rays (N, 3) of ``model`` (world frame, unit directions); depth is the distance.
 
@@ -43,7 +44,7 @@ def render_block(
         first_hit: also return where each ray's opacity first reaches ``hit_opacity`` (default
             :data:`FIRST_HIT_OPACITY`: the first thing the ray sees; 0.5: its median depth).
         chunk: rays per field round trip (bounds the memory of a call).
-        samples_per_round, window_steps: see :func:`birdnerf.render.render_rays`.
+        samples_per_round: see :func:`birdnerf.render.render_rays`.
     """
     parts: list[RenderOutput] = []
     margin = margin_steps * model.step_size
@@ -58,21 +59,19 @@ def render_block(
             skip = torch.where(torch.isfinite(skip), skip, torch.zeros_like(skip))
             t_near = torch.minimum(t_near + skip * model.step_size, t_far)
 
-        def rgb_sigma(t0: Tensor, t1: Tensor, ray: Tensor, o=o, d=d) -> tuple[Tensor, Tensor]:
-            points = o[ray] + d[ray] * (0.5 * (t0 + t1))[:, None]
-            return model.query(points, d[ray], None, appearance)
+        def field(points: Tensor, sample_dirs: Tensor) -> tuple[Tensor, Tensor]:
+            return model.query(points, sample_dirs, None, appearance)
 
         parts.append(
-            render_rays(
+            render_rays_fast(
                 o,
                 d,
                 t_near,
                 t_far,
-                rgb_sigma,
+                field,
                 model.step_size,
                 model.grid,
                 samples_per_round=samples_per_round,
-                window_steps=window_steps,
                 early_stop_eps=model.render_config.early_stop_eps,
                 first_hit_opacity=hit_opacity if first_hit else None,
             )

@@ -247,17 +247,15 @@ def render_rays(
     Returns:
         :class:`RenderOutput` with ``weights`` and ``transmittance`` None.
     """
-    gathered = _Gathered.empty(t_near, first_hit_opacity is not None)
-    t_cur = t_near.clone()
-    active = torch.nonzero(t_far > t_near).squeeze(1)
-    while active.numel() > 0:
+
+    def march_round(active: Tensor, t_cur: Tensor) -> Round:
         t_end = t_far[active]
         if window_steps is not None and cone_angle == 0.0:
-            t_end = torch.minimum(t_end, t_cur[active] + window_steps * step_size)
+            t_end = torch.minimum(t_end, t_cur + window_steps * step_size)
         marched = march_rays(
             origins[active],
             dirs[active],
-            t_cur[active],
+            t_cur,
             t_end,
             step_size,
             grid,
@@ -266,11 +264,49 @@ def render_rays(
             max_samples_per_ray=samples_per_round,
         )
         rays = active[marched.ray_indices]
-        if rays.numel() > 0:
-            rgbs, sigmas = rgb_sigma_fn(marched.t_starts, marched.t_ends, rays)
-            gathered.add(marched, rays, rgbs, sigmas.reshape(-1).to(t_near.dtype), first_hit_opacity)
-        t_cur[active] = marched.t_resume
-        alive = (marched.t_resume < t_far[active]) & (torch.exp(-gathered.optical[active]) >= early_stop_eps)
+        if rays.numel() == 0:
+            return Round(marched, rays, None, None)
+        return Round(marched, rays, *rgb_sigma_fn(marched.t_starts, marched.t_ends, rays))
+
+    return render_in_rounds(march_round, t_near, t_far, early_stop_eps, background, first_hit_opacity)
+
+
+class Round(NamedTuple):
+    """One round of :func:`render_in_rounds`: the samples of the live rays and their field values."""
+
+    marched: PackedSamples
+    """Samples of the live rays; ``ray_indices`` index the live rays, ``t_resume`` one per live ray."""
+    rays: Tensor
+    """(S,) ray of each sample among all rays."""
+    rgbs: Tensor | None
+    """(S, 3) colours (None when there are no samples)."""
+    sigmas: Tensor | None
+    """(S,) or (S, 1) densities."""
+
+
+def render_in_rounds(
+    march_round: Callable[[Tensor, Tensor], Round],
+    t_near: Tensor,
+    t_far: Tensor,
+    early_stop_eps: float,
+    background: Tensor | None,
+    first_hit_opacity: float | None,
+) -> RenderOutput:
+    """The rounds of :func:`render_rays`: ``march_round(live rays (M,), their t (M,))`` marches and
+    evaluates a round; rays stop at ``t_far`` or once their transmittance is under
+    ``early_stop_eps``."""
+    gathered = _Gathered.empty(t_near, first_hit_opacity is not None)
+    t_cur = t_near.clone()
+    active = torch.nonzero(t_far > t_near).squeeze(1)
+    while active.numel() > 0:
+        step = march_round(active, t_cur[active])
+        if step.rays.numel() > 0:
+            sigmas = step.sigmas.reshape(-1).to(t_near.dtype)
+            gathered.add(step.marched, step.rays, step.rgbs, sigmas, first_hit_opacity)
+        t_cur[active] = step.marched.t_resume
+        alive = (step.marched.t_resume < t_far[active]) & (
+            torch.exp(-gathered.optical[active]) >= early_stop_eps
+        )
         active = active[alive]
     rgb, opacity = gathered.rgb, gathered.opacity
     depth = gathered.depth_sum / opacity.clamp_min(1e-10)
