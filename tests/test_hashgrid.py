@@ -225,6 +225,27 @@ def test_bounded_lazy_compile_sees_only_a_few_batch_sizes(monkeypatch):
     assert set(seen) <= allowed and len(set(seen)) <= len(allowed)
 
 
+def test_compiled_code_sees_row_major_batches_only(monkeypatch):
+    """Column-major batches (the hash encoding's features) reach the compiled code row-major,
+    whether or not their size needs padding: one layout, one graph."""
+    strides = []
+
+    def recording_compile(fn, **kwargs):
+        def run(*args):
+            strides.append(args[0].stride())
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    lazy = LazyCompile(lambda f: f * 2.0, name="toy")
+    for n, bounded in ((1024, False), (1000, False), (4096, True), (20_000, True)):
+        features = torch.rand(8, n).t()  # (n, 8), column-major
+        (out,) = lazy((features,), (), bounded=bounded)
+        torch.testing.assert_close(out, features * 2.0)
+    assert set(strides) == {(8, 1)}, strides
+
+
 def test_state_dict_is_shared_by_torch_and_compiled():
     ref, fast = HashGrid(SMALL, "torch"), HashGrid(SMALL, "compiled")
     assert list(ref.state_dict()) == list(fast.state_dict()) == ["table"]

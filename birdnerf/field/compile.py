@@ -74,8 +74,10 @@ training, memory grew by about 1.5 GB over 200 calls."""
 
 
 def _pad_rows(t: Tensor, n: int) -> Tensor:
+    """``t`` with zero rows appended up to ``n``, row-major (contiguous) either way, so that the
+    compiled code always sees one layout (the hash encoding's features come column-major)."""
     if t.shape[0] == n:
-        return t
+        return t.contiguous()
     return torch.cat([t, t.new_zeros((n - t.shape[0], *t.shape[1:]))])
 
 
@@ -86,8 +88,8 @@ class LazyCompile:
     N, ``rest`` the other arguments (parameters, constants). The batch is zero-padded to a multiple
     of :data:`PAD_MULTIPLE` and marked dynamic, so one compiled graph serves every batch size (per
     grad mode); outputs are tensors with the padded batch first and come back cut to N, as a tuple.
-    ``bounded=True`` runs the batch in chunks of :data:`CHUNK_ROWS` rows, each copied contiguous
-    and padded to a multiple of :data:`CHUNK_PAD`, so that only a few batch sizes ever reach the
+    ``bounded=True`` runs the batch in chunks of :data:`CHUNK_ROWS` rows, each padded to a
+    multiple of :data:`CHUNK_PAD`, so that only a few batch sizes ever reach the
     compiled code (see :data:`CHUNK_ROWS`). If compilation fails (e.g. no C++ compiler, or more
     than :data:`RECOMPILE_LIMIT` graphs) ``fn`` runs eagerly from then on; the first such failure
     in the process logs one warning. Compiled code depends only on shapes and dtypes, so fields of
@@ -125,10 +127,7 @@ class LazyCompile:
         # split, not slices: its backward joins the chunks' gradients once, where every slice's
         # would write a zero tensor of the whole batch.
         pieces = [t.split(CHUNK_ROWS) for t in batched]
-        parts = [
-            self._call(tuple(t.contiguous() for t in chunk), rest, CHUNK_PAD)
-            for chunk in zip(*pieces, strict=True)
-        ]
+        parts = [self._call(chunk, rest, CHUNK_PAD) for chunk in zip(*pieces, strict=True)]
         return parts[0] if len(parts) == 1 else tuple(torch.cat(outs) for outs in zip(*parts, strict=True))
 
     def _call(self, batched: tuple[Tensor, ...], rest: tuple, multiple: int) -> tuple[Tensor, ...]:
