@@ -121,4 +121,4 @@ def test_the_torch_twin_renders_where_the_kernel_cannot(monkeypatch, caplog):
         origins.double(), dirs.double(), t_near.double(), t_far.double(), haze_and_ground, 0.05, grid
     )
     torch.testing.assert_close(double.rgb.float(), ref.rgb, rtol=0, atol=1e-4)
-    assert fast_module.kernel_can_march(origins, dirs, None) is False
+    assert fast_module.kernel_can_march(None, origins, dirs) is False

@@ -35,9 +35,10 @@ def march_kernel() -> ModuleType | None:
     return load_kernel("march", SOURCE, "marching evaluation rays in torch")
 
 
-def kernel_can_march(origins: Tensor, dirs: Tensor, grid: OccupancyGrid | None) -> bool:
-    """Whether :func:`march_occupied` can march these rays (float32 on the CPU, a grid, a kernel)."""
-    cpu32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (origins, dirs))
+def kernel_can_march(grid: OccupancyGrid | None, *rays: Tensor) -> bool:
+    """Whether :func:`march_occupied` can march rays given by ``rays`` (origins, directions,
+    distances): all float32 on the CPU, a grid, and a kernel built here."""
+    cpu32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in rays)
     return grid is not None and cpu32 and march_kernel() is not None
 
 
@@ -82,7 +83,7 @@ def render_rays_fast(
 ) -> RenderOutput:
     """:func:`birdnerf.render.render_rays` (uniform steps) with the marching kernel; the field is
     ``points_fn(points, dirs)`` at the samples' midpoints. Arguments as for ``render_rays``."""
-    if not kernel_can_march(origins, dirs, grid) or t_near.dtype != torch.float32:
+    if not kernel_can_march(grid, origins, dirs, t_near):
 
         def rgb_sigma(t0: Tensor, t1: Tensor, ray: Tensor) -> tuple[Tensor, Tensor]:
             return points_fn(origins[ray] + dirs[ray] * (0.5 * (t0 + t1))[:, None], dirs[ray])
