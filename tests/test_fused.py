@@ -83,6 +83,7 @@ def test_fused_encoding_matches_reference_values_and_gradients(kernel, dtype):
 
     # Same corner order and arithmetic as the reference: the features agree bit for bit.
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert out.is_contiguous()  # row-major: the MLP heads read it without a copy
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 2e-4}
     torch.testing.assert_close(grad_table, ref_table, **tol)
     torch.testing.assert_close(grad_x, ref_x, **tol)

@@ -75,7 +75,7 @@ training, memory grew by about 1.5 GB over 200 calls."""
 
 def _pad_rows(t: Tensor, n: int) -> Tensor:
     """``t`` with zero rows appended up to ``n``, row-major (contiguous) either way, so that the
-    compiled code always sees one layout (the hash encoding's features come column-major)."""
+    compiled code always sees one layout (a caller may pass a transposed view)."""
     if t.shape[0] == n:
         return t.contiguous()
     return torch.cat([t, t.new_zeros((n - t.shape[0], *t.shape[1:]))])

@@ -36,7 +36,8 @@ def fused_available() -> bool:
 
 
 class FusedEncode(torch.autograd.Function):
-    """Hash-grid features of ``x`` (N, 3) from ``table`` (R, F): (N, L * F), level-major.
+    """Hash-grid features of ``x`` (N, 3) from ``table`` (R, F): (N, L * F), row-major, columns
+    level by level.
 
     Backward gives the table gradient (non-zero only on the rows the batch touched, accumulated
     level by level without atomics) and, when ``x`` requires it, the position gradient.
