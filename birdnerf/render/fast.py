@@ -5,12 +5,15 @@ occupancy grid, its marching done in one C++ pass over the rays instead of a ten
 pass also gives each sample's point and direction, so the field is called without gathering them.
 :func:`birdnerf.render.render_rays` is its reference twin: same samples, same field inputs, same
 compositing (``tests/test_march_kernel.py``). Where the kernel cannot run (no compiler, rays not
-float32 on the CPU, no grid), :func:`render_rays_fast` renders with the twin.
+float32 on the CPU, no grid), :func:`render_rays_fast` renders with the twin. The kernel also
+renders each round's samples behind the earlier rounds (:class:`KernelGathered`, twin of
+:class:`birdnerf.render.volume.Gathered`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +24,7 @@ from torch import Tensor
 from birdnerf.kernels import load_kernel
 from birdnerf.render.occupancy import OccupancyGrid
 from birdnerf.render.sampling import PackedSamples
-from birdnerf.render.volume import RenderOutput, Round, render_in_rounds, render_rays
+from birdnerf.render.volume import Gathered, RenderOutput, Round, render_in_rounds, render_rays
 
 SOURCE = Path(__file__).with_name("csrc") / "march.cpp"
 
@@ -64,6 +67,31 @@ def march_occupied(
     )
     kept = torch.ones(origins.shape[0], dtype=torch.bool)
     return PackedSamples(rays, starts, ends, t_resume, kept), points, sample_dirs
+
+
+class KernelGathered(Gathered):
+    """:class:`~birdnerf.render.volume.Gathered` whose rounds are rendered by the kernel (float32
+    CPU tensors): the same sums in one pass over each ray's samples."""
+
+    __slots__ = ()
+
+    def add(
+        self, marched: PackedSamples, rays: Tensor, rgbs: Tensor, sigmas: Tensor, first_hit_opacity: float | None
+    ) -> None:
+        hit = self.first_hit if self.first_hit is not None and first_hit_opacity is not None else None
+        march_kernel().composite_round(
+            rays.contiguous(),
+            sigmas.contiguous(),
+            rgbs.to(self.rgb.dtype).contiguous(),
+            marched.t_starts.contiguous(),
+            marched.t_ends.contiguous(),
+            self.rgb,
+            self.opacity,
+            self.depth_sum,
+            self.optical,
+            self.rgb.new_zeros(0) if hit is None else hit,
+            -math.log1p(-first_hit_opacity) if hit is not None else 0.0,
+        )
 
 
 @torch.no_grad()
@@ -111,4 +139,6 @@ def render_rays_fast(
             return Round(marched, rays, None, None)
         return Round(marched, rays, *points_fn(points, sample_dirs))
 
-    return render_in_rounds(march_round, t_near, t_far, early_stop_eps, background, first_hit_opacity)
+    return render_in_rounds(
+        march_round, t_near, t_far, early_stop_eps, background, first_hit_opacity, KernelGathered
+    )

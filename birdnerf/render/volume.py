@@ -291,11 +291,13 @@ def render_in_rounds(
     early_stop_eps: float,
     background: Tensor | None,
     first_hit_opacity: float | None,
+    gather: type[Gathered] | None = None,
 ) -> RenderOutput:
     """The rounds of :func:`render_rays`: ``march_round(live rays (M,), their t (M,))`` marches and
     evaluates a round; rays stop at ``t_far`` or once their transmittance is under
-    ``early_stop_eps``."""
-    gathered = _Gathered.empty(t_near, first_hit_opacity is not None)
+    ``early_stop_eps``. ``gather``: what renders each round behind the earlier ones
+    (:class:`Gathered`, or a subclass with a faster ``add``)."""
+    gathered = (gather or Gathered).empty(t_near, first_hit_opacity is not None)
     t_cur = t_near.clone()
     active = torch.nonzero(t_far > t_near).squeeze(1)
     while active.numel() > 0:
@@ -315,7 +317,7 @@ def render_in_rounds(
     )
 
 
-class _Gathered(NamedTuple):
+class Gathered(NamedTuple):
     """What the rounds of :func:`render_rays` have gathered per ray (N rays), added to in place."""
 
     rgb: Tensor
@@ -330,7 +332,7 @@ class _Gathered(NamedTuple):
     """(N,) where opacity first reached ``first_hit_opacity`` (inf: not yet), when asked for."""
 
     @classmethod
-    def empty(cls, t_near: Tensor, first_hit: bool) -> _Gathered:
+    def empty(cls, t_near: Tensor, first_hit: bool) -> Gathered:
         n_rays = t_near.shape[0]
         return cls(
             t_near.new_zeros(n_rays, 3),
