@@ -14,7 +14,8 @@ or crosses only its empty space) never darkens or flattens the pixel.
 Two paths render the same composite:
 
 - **fast** (default): no autograd, the blocks' compiled fields, occupancy skipping and early
-  termination, blend slivers under 0.1 % dropped, and the first pass's surface reused: a block
+  termination, blend weights trimmed by :data:`FAST_MIN_WEIGHT` (continuously, see
+  :func:`trimmed_weights`), and the first pass's surface reused: a block
   that gains a pixel in the depth-guided pass starts marching a margin before the depth the
   pixel's first blocks rendered (:func:`birdnerf.composite.infer.render_block`).
 - **reference**: the same two passes with the blocks' own
@@ -47,7 +48,13 @@ from birdnerf.scene.camera import Camera, camera_rays, pixel_centers
 from birdnerf.torch_globals import keep_torch_globals
 
 MIN_WEIGHT = 1e-6
-FAST_MIN_WEIGHT = 1e-3
+FAST_MIN_WEIGHT = 0.05
+"""The fast path's blend weights are each less this, clipped and renormalised: a block stops
+rendering a pixel where its weight falls to 5 %, which saves its field pass over the outer 14 % of
+the blend band on either side. Weights stay continuous (no seam). Chosen on the hills scene of
+seeds 0 and 1 (held-out PSNR 0.011 and 0.012 dB lower than with 0.1 %, fly-over about 15 %
+faster, fast against reference parity >= 46 dB; 0.1 gained a few per cent more for about twice
+the PSNR loss) and checked on the test suite's mini survey (parity >= 60 dB)."""
 HIT_OPACITY = 0.5
 """A ray whose opacity reaches this has a surface point (its depth) to assign it by."""
 ALPHA_EPS = 1e-6
@@ -155,7 +162,7 @@ class _Frame:
         """Render, for every block, the band's pixels where it has a weight (and ``todo`` is set)."""
         w = slots.weights
         for b in w.blocks():
-            hit = (w.index == b) & (w.weight > self.min_weight)
+            hit = (w.index == b) & (w.weight > 0)
             if todo is not None:
                 hit &= todo
             rows, slot = torch.nonzero(hit, as_tuple=True)
@@ -182,13 +189,14 @@ class _Frame:
 
 
 def trimmed_weights(index: BlendIndex, points: Tensor, min_weight: float) -> SparseWeights:
-    """Blend weights at bird-view ``points`` (N, 2), weights up to ``min_weight`` dropped and the
-    rest renormalised."""
+    """Blend weights at bird-view ``points`` (N, 2), each less ``min_weight``, clipped at zero and
+    renormalised: a block's weight reaches zero where it falls to ``min_weight``, so slivers are
+    dropped and the weights stay continuous (no seam where a block stops rendering). They remain
+    a partition of unity for ``min_weight`` below ``1 / SLOTS``."""
     w = index.weights(points)
-    keep = w.weight > min_weight
-    weight = torch.where(keep, w.weight, torch.zeros_like(w.weight))
+    weight = (w.weight - min_weight).clamp_min(0.0)
     weight = weight / weight.sum(dim=1, keepdim=True)
-    return SparseWeights(torch.where(keep, w.index, torch.full_like(w.index, -1)), weight)
+    return SparseWeights(torch.where(weight > 0, w.index, torch.full_like(w.index, -1)), weight)
 
 
 def _surface_points(band: _Band, dist: Tensor, opacity: Tensor, ground_z: float) -> Tensor:
@@ -255,7 +263,6 @@ def render_rays_view(
     """
     device = cache.device
     index = index or BlendIndex(partition, blend_fraction)
-    # The fast path drops blend slivers under 0.1 % (renormalised): a field pass for nothing visible.
     frame = _Frame(partition, index, cache, appearance, device, FAST_MIN_WEIGHT if fast else MIN_WEIGHT)
     ground_z = float(partition.frame["ground_z"])
     h, w = source.height, source.width
