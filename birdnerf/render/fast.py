@@ -76,7 +76,12 @@ class KernelGathered(Gathered):
     __slots__ = ()
 
     def add(
-        self, marched: PackedSamples, rays: Tensor, rgbs: Tensor, sigmas: Tensor, first_hit_opacity: float | None
+        self,
+        marched: PackedSamples,
+        rays: Tensor,
+        rgbs: Tensor,
+        sigmas: Tensor,
+        first_hit_opacity: float | None,
     ) -> None:
         hit = self.first_hit if self.first_hit is not None and first_hit_opacity is not None else None
         march_kernel().composite_round(
