@@ -1,11 +1,18 @@
-"""Composited rendering speed: the fast inference path against the reference path, in one run.
+"""Composited rendering speed: the fast inference path against the reference paths, in one run.
 
 Renders the held-out photos of a trained run (views at survey altitude) and the demo's fly-over
-frames, each view with both paths back to back (after one warm-up view each), and prints rays/s
-and CPU seconds per frame of both (CPU time is steadier than wall time on a shared machine),
-the fast/reference ratios, and the PSNR between the two images (the parity test asks
->= 40 dB). Field samples per pixel are counted too: they, not the machine's load, say where the
-time goes.
+frames, each view with every path back to back (after one warm-up view each):
+
+- ``fast``: the default path (``render_view(..., fast=True)``) on the run's own field backend;
+- ``reference``: the reference compositing and marching (``fast=False``) on the same field
+  backend, so the ratio isolates what the compositor's fast path does;
+- ``twins``: the reference compositing and marching on the reference field (the eager ``torch``
+  hash grid, float32 MLPs): every stage on its reference twin.
+
+It prints rays/s and CPU seconds per frame of each (CPU time is steadier than wall time on a
+shared machine), the fast path's ratios to both references, and the PSNR between the fast and
+each reference image (the parity test asks >= 40 dB). Field samples per pixel are counted too:
+they, not the machine's load, say where the time goes.
 
     python benchmarks/bench_render_speed.py --run /tmp/demo/run        # a trained run
     python benchmarks/bench_render_speed.py --out /tmp/demo            # runs `birdnerf demo` first
@@ -47,7 +54,11 @@ def main() -> None:
     partition = read_partition(run)
     scene = load_scene(partition)
     index = BlendIndex(partition)
-    cache = BlockCache(run)
+    paths = {  # name: (fast, cache)
+        "reference": (False, BlockCache(run)),
+        "fast": (True, BlockCache(run)),
+        "twins": (False, BlockCache(run, backend="torch", precision="fp32")),
+    }
     altitude = float(scene.centers[:, 2].mean() - partition.frame["ground_z"])
     path = flyover_path(partition, scene.cameras[0], altitude, frames=args.path_frames)
     views = {
@@ -63,38 +74,40 @@ def main() -> None:
 
     BlockModel.query = counting_query
     cam, c2w = views["held-out photos"][0]
-    for fast in (False, True):  # warm-up: compile the field, load the blocks
+    for fast, cache in paths.values():  # warm-up: compile the field, load the blocks
         render_view(partition, cache, cam, c2w, fast=fast, index=index)
 
     print(f"{'views':16} {'path':9} {'rays/s':>9} {'s/frame':>8} {'CPU s/frame':>11} {'samples/px':>10}")
     for name, jobs in views.items():
-        seconds = {False: 0.0, True: 0.0}
-        cpu = {False: 0.0, True: 0.0}
-        counts = {False: 0, True: 0}
-        psnr = []
+        seconds = dict.fromkeys(paths, 0.0)
+        cpu = dict.fromkeys(paths, 0.0)
+        counts = dict.fromkeys(paths, 0)
+        psnr: dict[str, list[float]] = {"reference": [], "twins": []}
         rays = sum(cam.width * cam.height for cam, _ in jobs)
         for cam, c2w in jobs:
             images = {}
-            for fast in (False, True):
+            for path_name, (fast, cache) in paths.items():
                 samples[0] = 0
                 t0, c0 = time.perf_counter(), time.process_time()
-                images[fast] = render_view(partition, cache, cam, c2w, fast=fast, index=index).rgb
-                seconds[fast] += time.perf_counter() - t0
-                cpu[fast] += time.process_time() - c0
-                counts[fast] += samples[0]
-            mse = float(((images[True] - images[False]) ** 2).mean())
-            psnr.append(-10 * np.log10(max(mse, 1e-20)))
-        for fast in (False, True):
-            label = "fast" if fast else "reference"
+                images[path_name] = render_view(partition, cache, cam, c2w, fast=fast, index=index).rgb
+                seconds[path_name] += time.perf_counter() - t0
+                cpu[path_name] += time.process_time() - c0
+                counts[path_name] += samples[0]
+            for ref in psnr:
+                mse = float(((images["fast"] - images[ref]) ** 2).mean())
+                psnr[ref].append(-10 * np.log10(max(mse, 1e-20)))
+        for path_name in paths:
             print(
-                f"{name:16} {label:9} {rays / seconds[fast]:9,.0f} {seconds[fast] / len(jobs):8.3f} "
-                f"{cpu[fast] / len(jobs):11.3f} {counts[fast] / rays:10.1f}"
+                f"{name:16} {path_name:9} {rays / seconds[path_name]:9,.0f} "
+                f"{seconds[path_name] / len(jobs):8.3f} {cpu[path_name] / len(jobs):11.3f} "
+                f"{counts[path_name] / rays:10.1f}"
             )
-        print(
-            f"{name:16} fast/reference: {seconds[False] / seconds[True]:.2f}x rays/s "
-            f"({cpu[False] / cpu[True]:.2f}x by CPU time); "
-            f"parity PSNR min {min(psnr):.1f} dB over {len(jobs)} views"
-        )
+        for ref in psnr:
+            print(
+                f"{name:16} fast/{ref}: {seconds[ref] / seconds['fast']:.2f}x rays/s "
+                f"({cpu[ref] / cpu['fast']:.2f}x by CPU time); "
+                f"parity PSNR min {min(psnr[ref]):.1f} dB over {len(jobs)} views"
+            )
 
 
 if __name__ == "__main__":
