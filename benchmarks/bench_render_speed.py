@@ -6,11 +6,14 @@ frames, each view with every path back to back (after one warm-up view each):
 - ``fast``: the default path (``render_view(..., fast=True)``) on the run's own field backend;
 - ``reference``: the reference compositing and marching (``fast=False``) on the same field
   backend, so the ratio isolates what the compositor's fast path does;
+- ``ref-fp32``: the reference compositing and marching on the ``compiled`` field backend with
+  float32 MLPs (``torch.compile``, no C++ kernel, no bfloat16): the CPU's default field before
+  the fused backend existed;
 - ``twins``: the reference compositing and marching on the reference field (the eager ``torch``
   hash grid, float32 MLPs): every stage on its reference twin.
 
 It prints rays/s and CPU seconds per frame of each (CPU time is steadier than wall time on a
-shared machine), the fast path's ratios to both references, and the PSNR between the fast and
+shared machine), the fast path's ratio to each reference, and the PSNR between the fast and
 each reference image (the parity test asks >= 40 dB). Field samples per pixel are counted too:
 they, not the machine's load, say where the time goes.
 
@@ -57,6 +60,7 @@ def main() -> None:
     paths = {  # name: (fast, cache)
         "reference": (False, BlockCache(run)),
         "fast": (True, BlockCache(run)),
+        "ref-fp32": (False, BlockCache(run, backend="compiled", precision="fp32")),
         "twins": (False, BlockCache(run, backend="torch", precision="fp32")),
     }
     altitude = float(scene.centers[:, 2].mean() - partition.frame["ground_z"])
@@ -82,7 +86,7 @@ def main() -> None:
         seconds = dict.fromkeys(paths, 0.0)
         cpu = dict.fromkeys(paths, 0.0)
         counts = dict.fromkeys(paths, 0)
-        psnr: dict[str, list[float]] = {"reference": [], "twins": []}
+        psnr: dict[str, list[float]] = {"reference": [], "ref-fp32": [], "twins": []}
         rays = sum(cam.width * cam.height for cam, _ in jobs)
         for cam, c2w in jobs:
             images = {}
@@ -104,7 +108,7 @@ def main() -> None:
             )
         for ref in psnr:
             print(
-                f"{name:16} fast/{ref}: {seconds[ref] / seconds['fast']:.2f}x rays/s "
+                f"{name:16} fast/{ref:9} {seconds[ref] / seconds['fast']:.2f}x rays/s "
                 f"({cpu[ref] / cpu['fast']:.2f}x by CPU time); "
                 f"parity PSNR min {min(psnr[ref]):.1f} dB over {len(jobs)} views"
             )
