@@ -213,8 +213,8 @@ void composite_round(torch::Tensor rays, torch::Tensor sigmas, torch::Tensor rgb
       out_depth[r] += w * 0.5f * (ts[s] + te[s]);
       if (want_hit && before + exclusive + step >= hit_at) out_hit[r] = std::min(out_hit[r], ts[s]);
       prefix += static_cast<double>(step);
+      out_optical[r] += step;  // the weights above read `before`, the optical depth at round start
     }
-    for (int64_t s = begin[run]; s < begin[run + 1]; ++s) out_optical[r] += sg[s] * (te[s] - ts[s]);
   }
 }
 
